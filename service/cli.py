@@ -1,0 +1,96 @@
+"""`tasks-api`: serve, migrate, and mint tokens for trying the API."""
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import make_url
+
+from service.auth import TokenVerifier
+from service.config import ConfigError, Settings
+from service.db import migrate
+from service.embedded import resolve, with_embedded_secret
+
+
+def _describe_database(settings: Settings, original: Settings) -> str:
+    url = make_url(settings.require_database_url()).render_as_string(hide_password=True)
+    if original.embedded:
+        return f"{url} (embedded PostgreSQL in {original.data_dir.resolve()})"
+    return url
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+
+    original = Settings()
+    settings = resolve(original)
+    settings.secret_bytes()  # refuse to start without a strong secret, before binding a port
+    url = settings.require_database_url()
+    if not args.no_migrate:
+        migrate(url)
+    # The app factory (in this process or in each worker) reads its settings from the
+    # environment;
+    # in embedded mode, hand them the database that was started and the stored secret.
+    os.environ["DATABASE_URL"] = url
+    if settings.jwt_secret is not None:
+        os.environ["JWT_SECRET"] = settings.jwt_secret.get_secret_value()
+    print(f"tasks-api listening on http://{args.host}:{args.port} (docs at /docs)")
+    print(f"database: {_describe_database(settings, original)}")
+    print("get a token: tasks-api token --sub <user-id>")
+    sys.stdout.flush()
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    settings = resolve(Settings())
+    migrate(settings.require_database_url())
+    print("database schema is up to date")
+
+
+def _token(args: argparse.Namespace) -> None:
+    settings = with_embedded_secret(Settings())
+    print(TokenVerifier(settings).issue(args.sub, args.ttl, int(time.time())))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tasks-api",
+        description="Secure per-user task API. With DATABASE_URL unset, uses an embedded "
+        "PostgreSQL in TASKS_API_DATA_DIR (default ./.tasks-api).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply migrations and serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
+
+    token = commands.add_parser("token", help="print a token signed with the configured secret")
+    token.add_argument("--sub", required=True, help="the user: a UUID or any other subject")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(run=_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as error:
+        print(f"tasks-api: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,169 @@
+"""Every error the service answers, rendered as RFC 9457 problem details.
+
+Routes raise `Problem` subclasses; the handlers below also translate Starlette's own 404/405,
+database outages and unexpected exceptions, so every error a client sees has one shape.
+"""
+
+import logging
+from collections.abc import Callable, Coroutine
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import Match
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error with an HTTP status; `detail` is shown to the client, so it names no internals."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    detail: str = "The server could not complete the request."
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+        self.headers = headers or {}
+        self.errors = errors
+
+
+class InvalidInput(Problem):
+    status = HTTPStatus.BAD_REQUEST
+    detail = "The request is invalid."
+
+
+class NotAuthenticated(Problem):
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, detail: str, *, token_presented: bool) -> None:
+        # RFC 6750 section 3: name the error only when the client actually sent a token.
+        challenge = 'Bearer error="invalid_token"' if token_presented else "Bearer"
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class TaskNotFound(Problem):
+    status = HTTPStatus.NOT_FOUND
+    detail = "Task not found."
+
+
+class BodyTooLarge(Problem):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaType(Problem):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    detail = "The request body must be application/json."
+
+
+RETRY_AFTER_SECONDS = 2
+
+
+class ServiceUnavailable(Problem):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    detail = "The database is not answering; try again shortly."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, str]] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type=PROBLEM_JSON
+    )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path.
+
+    Starlette's 405 lists only the methods of the first route whose path matched, which is
+    wrong when, as here, several routes share one path.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            match, _ = route.matches({**request.scope, "method": method})
+            if match is Match.FULL:
+                methods.add(method)
+    return sorted(methods)
+
+
+async def _on_problem(request: Request, exc: Problem) -> Response:
+    return problem_response(exc.status, exc.detail, headers=exc.headers, errors=exc.errors)
+
+
+async def _on_http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        allow = ", ".join(_allowed_methods(request))
+        return problem_response(405, "Method not allowed on this path.", headers={"Allow": allow})
+    if exc.status_code == HTTPStatus.NOT_FOUND:
+        return problem_response(404, "No such route.")
+    return problem_response(exc.status_code, HTTPStatus(exc.status_code).description)
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    # Routes validate their own input; this catches anything FastAPI validates itself so that
+    # it too is a 400 problem and never FastAPI's default 422.
+    errors = [{"detail": str(error.get("msg", "invalid"))} for error in exc.errors()]
+    return problem_response(400, "The request is invalid.", errors=errors)
+
+
+async def _on_database_unavailable(request: Request, exc: Exception) -> Response:
+    # Connection refused, connect/statement timeouts and pool exhaustion all mean "not now".
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return await _on_problem(request, ServiceUnavailable())
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return problem_response(500, Problem.detail)
+
+
+async def _on_database_error(request: Request, exc: DBAPIError) -> Response:
+    # A dropped connection surfaces as a DBAPIError marked as a disconnect; anything else
+    # from the database is a bug, answered as a bare 500.
+    if exc.connection_invalidated:
+        return await _on_database_unavailable(request, exc)
+    return await _on_unexpected(request, exc)
+
+
+# Starlette picks the handler of the nearest class in the exception's MRO.
+EXCEPTION_HANDLERS: dict[
+    int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]
+] = {
+    Problem: _on_problem,
+    StarletteHTTPException: _on_http_exception,
+    RequestValidationError: _on_validation_error,
+    OperationalError: _on_database_unavailable,
+    PoolTimeoutError: _on_database_unavailable,
+    DBAPIError: _on_database_error,
+    Exception: _on_unexpected,
+}

@@ -1,0 +1,125 @@
+"""Reading request input: the bounded body, JSON payloads and the listing's query.
+
+Every failure here is a 400 (or 413/415) problem naming each bad field, never FastAPI's 422.
+Bodies are parsed by dependencies rather than FastAPI body parameters so that authentication,
+which the router runs first, always answers before the body is judged.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+import orjson
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from service.errors import BodyTooLarge, InvalidInput, UnsupportedMediaType
+
+MAX_BODY_BYTES = 64 * 1024
+LIMIT_DEFAULT, LIMIT_MAX = 50, 200
+CURSOR_MAX_CHARS = 200
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body of a POST, PUT or PATCH, refused past 64 KiB without reading it all."""
+    if request.method not in _BODY_METHODS:
+        return b""
+    too_large = BodyTooLarge(f"The request body must not exceed {MAX_BODY_BYTES} bytes.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
+
+
+RawBody = Annotated[bytes, Depends(read_body)]
+
+
+def _pointer(location: tuple[int | str, ...]) -> str:
+    escaped = (str(part).replace("~", "~0").replace("/", "~1") for part in location)
+    return "#" + "".join("/" + part for part in escaped)
+
+
+def _field_errors(error: ValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "pointer": _pointer(item["loc"]),
+            "detail": item["msg"].removeprefix("Value error, "),
+        }
+        for item in error.errors(include_url=False)
+    ]
+
+
+def json_body(model: type[M]) -> Callable[[Request, bytes], Awaitable[M]]:
+    """A dependency that parses the body as JSON and validates it against `model`."""
+
+    async def parse(request: Request, raw: RawBody) -> M:
+        if not raw:
+            raise InvalidInput("A JSON request body is required.")
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise UnsupportedMediaType
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidInput("The request body is not valid JSON.") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as error:
+            raise InvalidInput(errors=_field_errors(error)) from None
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    limit: int
+    cursor: str | None
+    completed: bool | None
+
+
+async def list_query(request: Request) -> ListQuery:
+    """`limit`, `cursor` and `completed`, parsed strictly; other parameters are ignored."""
+    params = request.query_params
+    errors: list[dict[str, str]] = []
+
+    def single(name: str) -> str | None:
+        values = params.getlist(name)
+        if len(values) > 1:
+            errors.append({"parameter": name, "detail": "must be given at most once"})
+            return None
+        return values[0] if values else None
+
+    limit = LIMIT_DEFAULT
+    raw_limit = single("limit")
+    if raw_limit is not None:
+        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= LIMIT_MAX:
+            limit = int(raw_limit)
+        else:
+            errors.append({"parameter": "limit", "detail": f"must be an integer 1-{LIMIT_MAX}"})
+
+    cursor = single("cursor")
+    if cursor is not None and not 1 <= len(cursor) <= CURSOR_MAX_CHARS:
+        errors.append({"parameter": "cursor", "detail": "is not a cursor from this API"})
+
+    completed: bool | None = None
+    raw_completed = single("completed")
+    if raw_completed is not None:
+        if raw_completed in ("true", "false"):
+            completed = raw_completed == "true"
+        else:
+            errors.append({"parameter": "completed", "detail": "must be true or false"})
+
+    if errors:
+        raise InvalidInput(errors=errors)
+    return ListQuery(limit=limit, cursor=cursor, completed=completed)
+
+
+ListQueryDep = Annotated[ListQuery, Depends(list_query)]
