@@ -1,0 +1,88 @@
+"""Shared fixtures: a real PostgreSQL, the app served over real HTTP, users with real tokens."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from service.config import Settings
+from service.db import migrate
+from service.main import create_app
+from tests.databases import choose_backend, describe_backend, provision
+from tests.factories import ApiUser, TaskFactory, UserFactory
+from tests.live import serving
+from tests.tokens import SECRET
+
+_BACKEND = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_BACKEND] = choose_backend()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return describe_backend(config.stash[_BACKEND])
+
+
+@pytest.fixture(scope="session")
+def database_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    """A migrated, otherwise empty database for this run."""
+    with provision(pytestconfig.stash[_BACKEND]) as url:
+        rendered = url.render_as_string(hide_password=False)
+        migrate(rendered)
+        yield rendered
+
+
+@pytest.fixture(scope="session")
+def db_engine(database_url: str) -> Iterator[Engine]:
+    """Direct access, for checking what the API stored; never used to set up API state."""
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "jwt_secret": SECRET,
+        "jwt_issuer": None,
+        "jwt_audience": None,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture(scope="session")
+def base_url(settings: Settings) -> Iterator[str]:
+    """The service, served by uvicorn on a loopback port for the whole run."""
+    with serving(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def api(base_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client for the service; it sends no credentials unless a test passes them."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def alice() -> ApiUser:
+    return UserFactory.create()
+
+
+@pytest.fixture
+def bob() -> ApiUser:
+    return UserFactory.create()
+
+
+@pytest.fixture
+def alice_task(api: httpx.Client, alice: ApiUser) -> dict[str, Any]:
+    return TaskFactory.create(api=api, owner=alice)

@@ -1,0 +1,75 @@
+"""The operations of contracts/openapi.yaml, read from the file itself.
+
+Security and contract tests iterate over these, so an operation added to the contract is
+covered by them without anyone remembering to add it.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONTRACT_PATH = Path(__file__).resolve().parent.parent / "contracts" / "openapi.yaml"
+CONTRACT: dict[str, Any] = yaml.safe_load(CONTRACT_PATH.read_text(encoding="utf-8"))
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    method: str
+    path: str
+    secured: bool
+    example_body: dict[str, Any] | None
+
+    @property
+    def takes_task_id(self) -> bool:
+        return "{id}" in self.path
+
+    def url(self, task_id: str = "00000000-0000-4000-8000-000000000000") -> str:
+        return self.path.replace("{id}", task_id)
+
+    def __str__(self) -> str:
+        return self.operation_id
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = CONTRACT
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _example_body(operation: dict[str, Any]) -> dict[str, Any] | None:
+    if "requestBody" not in operation:
+        return None
+    schema = _resolve(operation["requestBody"]["content"]["application/json"]["schema"])
+    example: dict[str, Any] = schema["examples"][0]
+    return example
+
+
+def contract_operations() -> list[Operation]:
+    default_security = CONTRACT.get("security", [])
+    found = []
+    for path, item in CONTRACT["paths"].items():
+        for method in HTTP_METHODS:
+            if method not in item:
+                continue
+            operation = item[method]
+            found.append(
+                Operation(
+                    operation_id=operation["operationId"],
+                    method=method.upper(),
+                    path=path,
+                    secured=bool(operation.get("security", default_security)),
+                    example_body=_example_body(operation),
+                )
+            )
+    return found
+
+
+SECURED_OPERATIONS = [op for op in contract_operations() if op.secured]
+TASK_ID_OPERATIONS = [op for op in contract_operations() if op.takes_task_id]

@@ -1,0 +1,126 @@
+"""Rule: no user can read, change, delete or even detect another user's tasks.
+
+Every operation that takes a task id answers a request for someone else's task exactly as it
+answers one for a task that does not exist, and the task stays as it was.
+"""
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories import ApiUser, TaskFactory
+from tests.operations import TASK_ID_OPERATIONS, Operation
+
+
+def _comparable(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "date"}
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize("op", TASK_ID_OPERATIONS, ids=str)
+def test_foreign_task_is_indistinguishable_from_missing(
+    api: httpx.Client, alice_task: dict[str, Any], bob: ApiUser, op: Operation
+) -> None:
+    def attempt(task_id: str) -> httpx.Response:
+        return api.request(op.method, op.url(task_id), json=op.example_body, headers=bob.headers)
+
+    foreign = attempt(alice_task["id"])
+    missing = attempt(str(uuid.uuid4()))
+    not_a_uuid = attempt("not-a-uuid")
+
+    assert foreign.status_code == 404
+    assert foreign.headers["content-type"] == "application/problem+json"
+    assert _comparable(foreign) == _comparable(missing) == _comparable(not_a_uuid)
+
+
+@pytest.mark.parametrize("op", TASK_ID_OPERATIONS, ids=str)
+def test_foreign_task_is_unchanged_after_any_attempt(
+    api: httpx.Client, alice: ApiUser, alice_task: dict[str, Any], bob: ApiUser, op: Operation
+) -> None:
+    api.request(op.method, op.url(alice_task["id"]), json=op.example_body, headers=bob.headers)
+
+    after = api.get(f"/api/tasks/{alice_task['id']}", headers=alice.headers)
+    assert after.status_code == 200
+    assert after.json() == alice_task
+
+
+def test_listing_shows_only_the_callers_tasks(
+    api: httpx.Client, alice: ApiUser, bob: ApiUser
+) -> None:
+    alices = {TaskFactory.create(api=api, owner=alice)["id"] for _ in range(3)}
+    bobs = {TaskFactory.create(api=api, owner=bob)["id"] for _ in range(2)}
+
+    for user, own in ((alice, alices), (bob, bobs)):
+        listed = api.get("/api/tasks", headers=user.headers).json()["tasks"]
+        assert {task["id"] for task in listed} == own
+        assert {task["user_id"] for task in listed} == {user.sub}  # a UUID sub is the user id
+
+
+def test_a_cursor_is_useless_to_another_user(
+    api: httpx.Client, alice: ApiUser, bob: ApiUser
+) -> None:
+    for _ in range(3):
+        TaskFactory.create(api=api, owner=alice)
+    cursor = api.get("/api/tasks?limit=1", headers=alice.headers).json()["next_cursor"]
+    assert cursor is not None
+
+    response = api.get("/api/tasks", params={"cursor": cursor}, headers=bob.headers)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"parameter": "cursor", "detail": "is not a cursor from this API"}
+    ]
+
+
+@pytest.mark.parametrize("field", ["user_id", "id", "created_at", "updated_at", "owner"])
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("POST", {"title": "mine"}),
+        ("PUT", {"title": "mine", "completed": True}),
+        ("PATCH", {"title": "mine"}),
+    ],
+    ids=["create", "replace", "update"],
+)
+def test_ownership_and_server_fields_in_a_body_are_rejected(
+    api: httpx.Client,
+    alice: ApiUser,
+    alice_task: dict[str, Any],
+    bob: ApiUser,
+    method: str,
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    url = "/api/tasks" if method == "POST" else f"/api/tasks/{alice_task['id']}"
+    tasks_before = api.get("/api/tasks", headers=alice.headers).json()
+    # Alice trying to plant a field the server owns, e.g. to hand a task to Bob.
+    planted = {**body, field: alice_task["id"] if field == "id" else str(uuid.uuid4())}
+    if field == "user_id":
+        planted[field] = bob.sub
+
+    response = api.request(method, url, json=planted, headers=alice.headers)
+
+    assert response.status_code == 400
+    assert {"pointer": f"#/{field}", "detail": "Extra inputs are not permitted"} in response.json()[
+        "errors"
+    ]
+    assert api.get("/api/tasks", headers=alice.headers).json() == tasks_before
+
+
+def test_user_id_in_the_query_is_ignored(
+    api: httpx.Client, alice: ApiUser, alice_task: dict[str, Any], bob: ApiUser
+) -> None:
+    response = api.get(
+        "/api/tasks", params={"user_id": alice_task["user_id"]}, headers=bob.headers
+    )
+    assert response.status_code == 200
+    assert response.json() == {"tasks": [], "next_cursor": None}
+
+
+def test_location_header_points_at_the_callers_new_task(
+    api: httpx.Client, alice: ApiUser
+) -> None:
+    response = api.post("/api/tasks", json={"title": "x"}, headers=alice.headers)
+    assert response.headers["location"] == f"/api/tasks/{response.json()['id']}"
