@@ -78,6 +78,25 @@ def json_body(model: type[M]) -> Callable[[Request, bytes], Awaitable[M]]:
     return parse
 
 
+def _unknown_parameters(request: Request, known: frozenset[str]) -> list[dict[str, str]]:
+    # Unknown parameters are errors, not silently ignored: `?user_id=` or `?access_token=`
+    # must never look as if it had been honoured.
+    unknown = dict.fromkeys(name for name in request.query_params if name not in known)
+    return [
+        {"parameter": name, "detail": "is not a parameter of this operation"} for name in unknown
+    ]
+
+
+async def no_query(request: Request) -> None:
+    """For operations that take no query parameters."""
+    if errors := _unknown_parameters(request, frozenset()):
+        raise InvalidInput(errors=errors)
+
+
+NoQuery = Depends(no_query)
+_LIST_PARAMETERS = frozenset({"limit", "cursor", "completed"})
+
+
 @dataclass(frozen=True, slots=True)
 class ListQuery:
     limit: int
@@ -86,9 +105,9 @@ class ListQuery:
 
 
 async def list_query(request: Request) -> ListQuery:
-    """`limit`, `cursor` and `completed`, parsed strictly; other parameters are ignored."""
+    """`limit`, `cursor` and `completed`, parsed strictly; any other parameter is an error."""
     params = request.query_params
-    errors: list[dict[str, str]] = []
+    errors = _unknown_parameters(request, _LIST_PARAMETERS)
 
     def single(name: str) -> str | None:
         values = params.getlist(name)

@@ -4,10 +4,13 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -48,44 +51,53 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "service", *args]
 
 
+@dataclass
+class RunningService:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
 @contextmanager
 def service_process(
-    *args: str, env: Mapping[str, str], port: int | None = None, cwd: str | None = None
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`tasks-api serve` as a child process; yields its base URL and the process."""
+    *args: str, env: Mapping[str, str], port: int | None = None, cwd: Path | None = None
+) -> Iterator[RunningService]:
+    """`tasks-api serve` as a child process, its output in a file; stopped with SIGTERM."""
     port = port or free_port()
     command = cli("serve", "--port", str(port), "--log-level", "warning", *args)
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, process)
-        yield base_url, process
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "service.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                command, env={**os.environ, **env}, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT
+            )
+        running = RunningService(f"http://127.0.0.1:{port}", process, log)
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            wait_until_healthy(running)
+            yield running
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def wait_until_healthy(base_url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+def wait_until_healthy(service: RunningService, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            raise RuntimeError(f"tasks-api exited with {process.returncode}:\n{output}")
+        if service.process.poll() is not None:
+            raise RuntimeError(
+                f"tasks-api exited with {service.process.returncode}:\n{service.output()}"
+            )
         try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{service.base_url}/healthz", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError("tasks-api did not become healthy in time")
+    raise RuntimeError(f"tasks-api did not become healthy in time:\n{service.output()}")

@@ -20,7 +20,7 @@ from service.models import (
 )
 from service.pagination import CursorCodec
 from service.responses import json_response
-from service.validation import ListQueryDep, json_body, read_body
+from service.validation import ListQueryDep, NoQuery, json_body, read_body
 
 # Reading the (bounded) body comes first so that 413 precedes 401; authentication comes
 # before every other check and every handler, so no task route can be left open.
@@ -83,7 +83,7 @@ def list_tasks(
     return json_response({"tasks": [public_task(row) for row in page], "next_cursor": next_cursor})
 
 
-@router.post("", operation_id="createTask", status_code=201)
+@router.post("", operation_id="createTask", status_code=201, dependencies=[NoQuery])
 def create_task(session: SessionDep, user: CurrentUser, body: CreateBody) -> Any:
     """Create a task."""
     # The user row is created in the same statement as the first task, so tasks.user_id is
@@ -102,7 +102,7 @@ def create_task(session: SessionDep, user: CurrentUser, body: CreateBody) -> Any
     )
 
 
-@router.get("/{id}", operation_id="getTask")
+@router.get("/{id}", operation_id="getTask", dependencies=[NoQuery])
 def get_task(id: str, session: SessionDep, user: CurrentUser) -> Any:
     """Read one task."""
     row = session.execute(select(tasks_table).where(_owned(user, id))).one_or_none()
@@ -125,19 +125,19 @@ def _update(session: SessionDep, user: Principal, task_id: str, values: dict[str
     return json_response(public_task(row))
 
 
-@router.put("/{id}", operation_id="replaceTask")
+@router.put("/{id}", operation_id="replaceTask", dependencies=[NoQuery])
 def replace_task(id: str, session: SessionDep, user: CurrentUser, body: ReplaceBody) -> Any:
     """Replace a task's title and completion state."""
     return _update(session, user, id, {"title": body.title, "completed": body.completed})
 
 
-@router.patch("/{id}", operation_id="updateTask")
+@router.patch("/{id}", operation_id="updateTask", dependencies=[NoQuery])
 def update_task(id: str, session: SessionDep, user: CurrentUser, body: UpdateBody) -> Any:
     """Change some of a task's fields."""
     return _update(session, user, id, body.model_dump(exclude_unset=True))
 
 
-@router.patch("/{id}/complete", operation_id="toggleTaskCompletion")
+@router.patch("/{id}/complete", operation_id="toggleTaskCompletion", dependencies=[NoQuery])
 def toggle_task_completion(id: str, session: SessionDep, user: CurrentUser) -> Any:
     """Flip a task's completion state in one atomic statement."""
     statement = (
@@ -153,7 +153,7 @@ def toggle_task_completion(id: str, session: SessionDep, user: CurrentUser) -> A
     return json_response({"success": True, "completed": completed})
 
 
-@router.delete("/{id}", operation_id="deleteTask")
+@router.delete("/{id}", operation_id="deleteTask", dependencies=[NoQuery])
 def delete_task(id: str, session: SessionDep, user: CurrentUser) -> Any:
     """Delete a task."""
     deleted = session.execute(

