@@ -32,6 +32,13 @@ def test_embedded_mode_serves_and_keeps_data_and_secret_across_restarts(tmp_path
         )
         return result.stdout.strip()
 
+    migrated = subprocess.run(
+        cli("migrate"), env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert "database schema is up to date" in migrated.stdout
+    assert (data_dir / "pgdata" / "PG_VERSION").exists()
+
     with service_process(env=env) as service:
         assert "embedded PostgreSQL" in service.output()
         created = httpx.post(
