@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> Response
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc)
+    log.error("unexpected database error", exc_info=exc)
     return problem_response(500, Problem.detail)
 
 
@@ -165,5 +166,34 @@ EXCEPTION_HANDLERS: dict[
     OperationalError: _on_database_unavailable,
     PoolTimeoutError: _on_database_unavailable,
     DBAPIError: _on_database_error,
-    Exception: _on_unexpected,
 }
+
+
+class AnswerUnhandledErrors:
+    """Answers an exception no handler took with a bare 500 problem.
+
+    Starlette's own 500 handler re-raises after responding, so the server logs the error a
+    second time and drops the keep-alive connection; this middleware ends the story here.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error")
+            if started:
+                raise  # too late for another response; let the server close the connection
+            await problem_response(500, Problem.detail)(scope, receive, send)

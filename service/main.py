@@ -10,7 +10,7 @@ from service.auth import TokenVerifier
 from service.config import Settings, get_settings
 from service.contract import load_contract
 from service.db import create_db_engine
-from service.errors import EXCEPTION_HANDLERS
+from service.errors import EXCEPTION_HANDLERS, AnswerUnhandledErrors
 from service.pagination import CursorCodec
 from service.routes import health, tasks
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # /openapi.json and /docs show the hand-written contract, the source of truth.
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(AnswerUnhandledErrors)
     app.state.settings = settings
     app.state.engine = engine
     app.state.verifier = verifier

@@ -11,7 +11,25 @@ from typing import Any
 import yaml
 
 CONTRACT_PATH = Path(__file__).resolve().parent.parent / "contracts" / "openapi.yaml"
-CONTRACT: dict[str, Any] = yaml.safe_load(CONTRACT_PATH.read_text(encoding="utf-8"))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; client generators reject the file. So do we."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = {key for key in keys if keys.count(key) > 1}
+        if duplicates:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
+CONTRACT: dict[str, Any] = yaml.load(
+    CONTRACT_PATH.read_text(encoding="utf-8"),
+    Loader=_StrictLoader,  # noqa: S506 - a SafeLoader subclass
+)
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 

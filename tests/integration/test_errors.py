@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from sqlalchemy import text
 
 from service.main import create_app
 from tests.factories import ApiUser
@@ -206,14 +207,29 @@ def failing_api(settings: Any) -> Iterator[httpx.Client]:
     def explode() -> None:
         raise RuntimeError("SELECT secret FROM internals -- password=hunter2")
 
+    def bad_sql(request: Request) -> None:
+        with request.app.state.engine.connect() as connection:
+            connection.execute(text("SELECT no_such_column FROM tasks"))
+
+    def typed(count: int) -> dict[str, int]:
+        return {"count": count}
+
     app.add_api_route("/explode", explode)
+    app.add_api_route("/bad-sql", bad_sql)
+    app.add_api_route("/typed", typed)
     with serving(app) as url, httpx.Client(base_url=url) as client:
         yield client
 
 
-def test_an_unexpected_error_is_a_bare_500_problem(failing_api: httpx.Client) -> None:
-    response = failing_api.get("/explode")
+@pytest.mark.parametrize("path", ["/explode", "/bad-sql"])
+def test_an_unexpected_error_is_a_bare_500_problem(failing_api: httpx.Client, path: str) -> None:
+    response = failing_api.get(path)
     body = assert_problem(response, 500)
     assert body["detail"] == "The server could not complete the request."
-    for leak in ("SELECT", "hunter2", "RuntimeError", "Traceback", "explode"):
+    for leak in ("SELECT", "no_such_column", "hunter2", "RuntimeError", "Traceback", "psycopg"):
         assert leak not in response.text
+
+
+def test_fastapis_own_validation_is_a_400_problem_not_422(failing_api: httpx.Client) -> None:
+    body = assert_problem(failing_api.get("/typed?count=many"), 400)
+    assert body["errors"]
