@@ -4,7 +4,16 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import ColumnElement, delete, literal_column, not_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    delete,
+    func,
+    literal_column,
+    not_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 
 from service.auth import CurrentUser, Principal, authenticate
@@ -91,7 +100,14 @@ def create_task(session: SessionDep, user: CurrentUser, body: CreateBody) -> Any
     ensure_user = insert(users_table).values(id=user.user_id).on_conflict_do_nothing()
     statement = (
         insert(tasks_table)
-        .values(id=uuid.uuid4(), user_id=user.user_id, title=body.title)
+        .values(
+            id=uuid.uuid4(),
+            user_id=user.user_id,
+            title=body.title,
+            # One value for both: separate defaults would read the clock twice.
+            created_at=func.statement_timestamp(),
+            updated_at=func.statement_timestamp(),
+        )
         .returning(*tasks_table.c)
         .add_cte(ensure_user.cte("ensure_user"))
     )
