@@ -2,6 +2,10 @@
 
 The identity never comes from a path, query or body, and a request that fails here never
 reaches a handler: the task router attaches `authenticate` to every route it holds.
+
+Two verifiers may be configured: HS256 with a shared secret, and a JWKS for asymmetric
+issuers. Each token goes to exactly one, chosen by its header, and each verifier accepts only
+its own algorithms, so an HMAC token can never be checked against a public key.
 """
 
 import re
@@ -12,14 +16,16 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, Request
 
-from service.config import Settings
-from service.errors import NotAuthenticated
+from service.config import ConfigError, Settings
+from service.errors import NotAuthenticated, ServiceUnavailable
+from service.jwks import JwksCache, KeysUnavailable
 
 # Non-UUID subjects map to uuid5(uuid5(USER_NAMESPACE, iss), sub); the README documents this
 # so a client can compute its own user id.
 USER_NAMESPACE = uuid.UUID("dcbfd48b-7501-46b4-8af1-4fb6abbd9bb6")
 # Larger tokens are refused before any parsing or signature work.
 MAX_TOKEN_CHARS = 8192
+ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256", "PS256"})
 _CANONICAL_UUID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -39,23 +45,72 @@ def user_id_for(issuer: str, subject: str) -> uuid.UUID:
     return uuid.uuid5(uuid.uuid5(USER_NAMESPACE, issuer), subject)
 
 
+def _invalid(detail: str = "The token is invalid.") -> NotAuthenticated:
+    return NotAuthenticated(detail, token_presented=True)
+
+
 class TokenVerifier:
-    """HS256 verification with the algorithm pinned and `exp` and `sub` required."""
+    """Verifies signature and claims; `exp` and `sub` required, `nbf` honoured."""
 
     def __init__(self, settings: Settings) -> None:
-        self._key = settings.secret_bytes()
+        self._hs256_key = settings.hs256_key()
+        self._jwks = (
+            JwksCache(
+                settings.jwt_jwks_url,
+                ttl=settings.jwks_cache_seconds,
+                min_refresh=settings.jwks_min_refresh_seconds,
+                timeout=settings.jwks_fetch_timeout_seconds,
+            )
+            if settings.jwt_jwks_url
+            else None
+        )
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
 
-    def verify(self, token: str) -> Principal:
+    async def verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
             raise _invalid("The token is too large.")
         try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid() from None
+        # No JWS extension is understood here, so a token that demands one is refused
+        # (RFC 7515 section 4.1.11). `jku`, `x5u` and `jwk` are simply never looked at.
+        if "crit" in header:
+            raise _invalid()
+        key, algorithm = await self._key_for(header)
+        claims = self._decode(token, key, algorithm)
+        subject = claims["sub"]
+        issuer = claims.get("iss", "")
+        if not isinstance(subject, str) or not subject.strip() or not isinstance(issuer, str):
+            raise _invalid()
+        return Principal(user_id=user_id_for(issuer, subject), subject=subject, issuer=issuer)
+
+    async def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
+        algorithm = header.get("alg")
+        if algorithm == "HS256" and self._hs256_key is not None:
+            return self._hs256_key, algorithm
+        if algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise _invalid()
+            try:
+                found = await self._jwks.key_for(kid)
+            except KeysUnavailable:
+                raise ServiceUnavailable("The token issuer's keys are unavailable.") from None
+            # The key decides the algorithm; the header may only agree with it.
+            if found is None or algorithm not in found.algorithms:
+                raise _invalid()
+            return found.key, algorithm
+        raise _invalid()
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
+        try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key,
-                algorithms=["HS256"],
+                key,
+                algorithms=[algorithm],
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
@@ -69,25 +124,21 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError:
             raise _invalid("The token has expired.") from None
         except jwt.PyJWTError:
-            raise _invalid("The token is invalid.") from None
-        subject = claims["sub"]
-        issuer = claims.get("iss", "")
-        if not isinstance(subject, str) or not subject.strip() or not isinstance(issuer, str):
-            raise _invalid("The token is invalid.")
-        return Principal(user_id=user_id_for(issuer, subject), subject=subject, issuer=issuer)
-
-    def issue(self, subject: str, ttl_seconds: int, now: int) -> str:
-        """A token this verifier accepts; for `tasks-api token` and for trying the API."""
-        claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + ttl_seconds}
-        if self._issuer is not None:
-            claims["iss"] = self._issuer
-        if self._audience is not None:
-            claims["aud"] = self._audience
-        return jwt.encode(claims, self._key, algorithm="HS256")
+            raise _invalid() from None
+        return claims
 
 
-def _invalid(detail: str) -> NotAuthenticated:
-    return NotAuthenticated(detail, token_presented=True)
+def issue_token(settings: Settings, subject: str, ttl_seconds: int, now: int) -> str:
+    """An HS256 token the service accepts; for `tasks-api token` and for trying the API."""
+    key = settings.hs256_key()
+    if key is None:
+        raise ConfigError("tasks-api token signs HS256 tokens and needs JWT_SECRET.")
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + ttl_seconds}
+    if settings.jwt_issuer is not None:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience is not None:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
 def bearer_token(request: Request) -> str:
@@ -104,10 +155,12 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-# async: verification is pure CPU work, so it runs on the event loop without a thread hop.
+# async: verification is CPU work plus, rarely, an async JWKS fetch; no thread hop.
 async def authenticate(request: Request) -> Principal:
     verifier: TokenVerifier = request.app.state.verifier
-    return verifier.verify(bearer_token(request))
+    principal = await verifier.verify(bearer_token(request))
+    request.state.user_id = str(principal.user_id)  # for the access log
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(authenticate)]

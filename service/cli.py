@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import make_url
 
-from service.auth import TokenVerifier
+from service.auth import issue_token
 from service.config import ConfigError, Settings
 from service.db import migrate
 from service.embedded import resolve, with_embedded_secret
+from service.middleware import logging_config
 
 
 def _describe_database(settings: Settings, original: Settings) -> str:
@@ -26,7 +27,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     original = Settings()
     settings = resolve(original)
-    settings.secret_bytes()  # refuse to start without a strong secret, before binding a port
+    settings.check()  # refuse to start without strong secrets, before binding a port
     url = settings.require_database_url()
     if not args.no_migrate:
         migrate(url)
@@ -47,6 +48,9 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=logging_config(args.log_level),
+        # The service logs each request itself, without the raw path and query.
+        access_log=False,
         timeout_graceful_shutdown=10,
     )
 
@@ -59,7 +63,7 @@ def _migrate(_: argparse.Namespace) -> None:
 
 def _token(args: argparse.Namespace) -> None:
     settings = with_embedded_secret(Settings())
-    print(TokenVerifier(settings).issue(args.sub, args.ttl, int(time.time())))
+    print(issue_token(settings, args.sub, args.ttl, int(time.time())))
 
 
 def _parser() -> argparse.ArgumentParser:

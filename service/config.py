@@ -2,9 +2,10 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
 MAX_LEEWAY_SECONDS = 30
@@ -34,6 +35,21 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(default=None, description="Required `iss`, when set.")
     jwt_audience: str | None = Field(default=None, description="Required `aud`, when set.")
     jwt_leeway_seconds: int = Field(default=5, ge=0, le=MAX_LEEWAY_SECONDS)
+    jwt_jwks_url: str | None = Field(
+        default=None, description="JWKS of an asymmetric issuer (EdDSA, ES256, RS256, PS256)."
+    )
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    # An unknown `kid` refetches the JWKS at most this often, so a flood of random kids
+    # cannot become a flood of fetches.
+    jwks_min_refresh_seconds: float = Field(default=10, ge=0)
+    jwks_fetch_timeout_seconds: float = Field(default=3, gt=0)
+    cursor_secret: SecretStr | None = Field(
+        default=None,
+        description="Key for pagination cursors; defaults to one derived from JWT_SECRET.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed to call the API."
+    )
 
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)
@@ -42,29 +58,60 @@ class Settings(BaseSettings):
     # Sent as a startup option; 0 sends none (for poolers that reject startup options).
     db_statement_timeout_ms: int = Field(default=4000, ge=0)
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None
 
-    def secret_bytes(self) -> bytes:
-        """The HS256 key, refusing to run without a strong one."""
+    def hs256_key(self) -> bytes | None:
+        """The HS256 key, or None when only a JWKS verifies tokens. Never a weak one."""
         if self.jwt_secret is None:
+            if self.jwt_jwks_url is not None:
+                return None
             raise ConfigError(
                 "JWT_SECRET is not set. Set JWT_SECRET (or BETTER_AUTH_SECRET) to a random "
-                f"value of at least {MIN_SECRET_BYTES} bytes, e.g. `openssl rand -hex 32`."
+                f"value of at least {MIN_SECRET_BYTES} bytes, e.g. `openssl rand -hex 32`, "
+                "or JWT_JWKS_URL for an issuer that signs with asymmetric keys."
             )
-        secret = self.jwt_secret.get_secret_value().encode()
-        if len(secret) < MIN_SECRET_BYTES:
+        return _strong("JWT_SECRET", self.jwt_secret)
+
+    def cursor_key(self) -> bytes:
+        if self.cursor_secret is not None:
+            return _strong("CURSOR_SECRET", self.cursor_secret)
+        key = self.hs256_key()
+        if key is None:
             raise ConfigError(
-                f"JWT_SECRET is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are required "
-                "so that tokens cannot be forged by guessing it."
+                "CURSOR_SECRET is not set. With JWT_JWKS_URL and no JWT_SECRET, set "
+                f"CURSOR_SECRET to a random value of at least {MIN_SECRET_BYTES} bytes; it "
+                "keeps pagination cursors opaque and bound to their user."
             )
-        return secret
+        return key
+
+    def check(self) -> None:
+        """Raise ConfigError for anything that makes the service unsafe to start."""
+        self.hs256_key()
+        self.cursor_key()
 
     def require_database_url(self) -> str:
         if self.database_url is None:
             raise ConfigError("DATABASE_URL is not set and no embedded database was started.")
         return self.database_url
+
+
+def _strong(name: str, secret: SecretStr) -> bytes:
+    value = secret.get_secret_value().encode()
+    if len(value) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} is {len(value)} bytes; at least {MIN_SECRET_BYTES} are required "
+            "so that it cannot be guessed."
+        )
+    return value
 
 
 @lru_cache

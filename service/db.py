@@ -45,6 +45,8 @@ def create_db_engine(settings: Settings) -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         connect_args=connect_args,
+        # Errors (and so logs) never carry statement parameters: titles are user data.
+        hide_parameters=True,
     )
 
 

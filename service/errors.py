@@ -19,6 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.middleware import request_id_of
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -83,6 +85,7 @@ class ServiceUnavailable(Problem):
 
 
 def problem_response(
+    scope: Scope,
     status: int,
     detail: str,
     *,
@@ -97,6 +100,8 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
+    if (request_id := request_id_of(scope)) is not None:
+        body["request_id"] = request_id
     return Response(
         orjson.dumps(body), status_code=status, headers=headers, media_type=PROBLEM_JSON
     )
@@ -118,23 +123,28 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 async def _on_problem(request: Request, exc: Problem) -> Response:
-    return problem_response(exc.status, exc.detail, headers=exc.headers, errors=exc.errors)
+    return problem_response(
+        request.scope, exc.status, exc.detail, headers=exc.headers, errors=exc.errors
+    )
 
 
 async def _on_http_exception(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
         allow = ", ".join(_allowed_methods(request))
-        return problem_response(405, "Method not allowed on this path.", headers={"Allow": allow})
+        return problem_response(
+            request.scope, 405, "Method not allowed on this path.", headers={"Allow": allow}
+        )
     if exc.status_code == HTTPStatus.NOT_FOUND:
-        return problem_response(404, "No such route.")
-    return problem_response(exc.status_code, HTTPStatus(exc.status_code).description)
+        return problem_response(request.scope, 404, "No such route.")
+    status = exc.status_code
+    return problem_response(request.scope, status, HTTPStatus(status).description)
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     # Routes validate their own input; this catches anything FastAPI validates itself so that
     # it too is a 400 problem and never FastAPI's default 422.
     errors = [{"detail": str(error.get("msg", "invalid"))} for error in exc.errors()]
-    return problem_response(400, "The request is invalid.", errors=errors)
+    return problem_response(request.scope, 400, "The request is invalid.", errors=errors)
 
 
 async def _on_database_unavailable(request: Request, exc: Exception) -> Response:
@@ -145,7 +155,7 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> Response
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unexpected database error", exc_info=exc)
-    return problem_response(500, Problem.detail)
+    return problem_response(request.scope, 500, Problem.detail)
 
 
 async def _on_database_error(request: Request, exc: DBAPIError) -> Response:
@@ -196,4 +206,4 @@ class AnswerUnhandledErrors:
             log.exception("unhandled error")
             if started:
                 raise  # too late for another response; let the server close the connection
-            await problem_response(500, Problem.detail)(scope, receive, send)
+            await problem_response(scope, 500, Problem.detail)(scope, receive, send)

@@ -11,6 +11,7 @@ from service.config import Settings, get_settings
 from service.contract import load_contract
 from service.db import create_db_engine
 from service.errors import EXCEPTION_HANDLERS, AnswerUnhandledErrors
+from service.middleware import ProblemCORSMiddleware, RequestContext
 from service.pagination import CursorCodec
 from service.routes import health, tasks
 
@@ -44,11 +45,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # /openapi.json and /docs show the hand-written contract, the source of truth.
     app.openapi = openapi  # type: ignore[method-assign]
+    # Added innermost first: RequestContext wraps everything, so every response, errors
+    # included, carries the request id, the security headers and (for allowed origins) CORS.
     app.add_middleware(AnswerUnhandledErrors)
+    if settings.cors_origins:
+        app.add_middleware(
+            ProblemCORSMiddleware,
+            allow_origins=settings.cors_origins,
+            # Bearer tokens travel in a header, never in cookies: no credentialed requests.
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContext)
     app.state.settings = settings
     app.state.engine = engine
     app.state.verifier = verifier
-    app.state.cursors = CursorCodec(settings.secret_bytes())
+    app.state.cursors = CursorCodec(settings.cursor_key())
     app.include_router(tasks.router)
     app.include_router(health.router)
     return app

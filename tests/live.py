@@ -63,16 +63,16 @@ class RunningService:
 
 @contextmanager
 def service_process(
-    *args: str, env: Mapping[str, str], port: int | None = None, cwd: Path | None = None
+    *args: str, env: Mapping[str, str], port: int | None = None, log_level: str = "warning"
 ) -> Iterator[RunningService]:
     """`tasks-api serve` as a child process, its output in a file; stopped with SIGTERM."""
     port = port or free_port()
-    command = cli("serve", "--port", str(port), "--log-level", "warning", *args)
+    command = cli("serve", "--port", str(port), "--log-level", log_level, *args)
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "service.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                command, env={**os.environ, **env}, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT
+                command, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT
             )
         running = RunningService(f"http://127.0.0.1:{port}", process, log)
         try:

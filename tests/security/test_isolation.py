@@ -24,7 +24,9 @@ def test_foreign_task_is_indistinguishable_from_missing(
     api: httpx.Client, alice_task: dict[str, Any], bob: ApiUser, op: Operation
 ) -> None:
     def attempt(task_id: str) -> httpx.Response:
-        return api.request(op.method, op.url(task_id), json=op.example_body, headers=bob.headers)
+        # The same request id for all three, so even that is equal: only `date` may differ.
+        headers = {**bob.headers, "X-Request-ID": "probe-1"}
+        return api.request(op.method, op.url(task_id), json=op.example_body, headers=headers)
 
     foreign = attempt(alice_task["id"])
     missing = attempt(str(uuid.uuid4()))

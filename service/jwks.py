@@ -1,0 +1,111 @@
+"""Public keys of an asymmetric token issuer, fetched from its JWKS URL and cached.
+
+The signing algorithm is fixed by each key's type: a token's `alg` header can only name the
+algorithm its key already implies, never pick the verification method.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from jwt import PyJWK
+from jwt.exceptions import PyJWKError
+
+log = logging.getLogger(__name__)
+
+
+class KeysUnavailable(Exception):
+    """The JWKS could not be fetched and no usable key is cached."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    key: Any
+    algorithms: frozenset[str]
+
+
+def _algorithms_for(jwk: dict[str, Any]) -> frozenset[str]:
+    """What a key may verify, decided by its type alone (and its `alg`, if it names one)."""
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    if kty == "OKP" and crv == "Ed25519":
+        allowed = frozenset({"EdDSA"})
+    elif kty == "EC" and crv == "P-256":
+        allowed = frozenset({"ES256"})
+    elif kty == "RSA":
+        allowed = frozenset({"RS256", "PS256"})
+    else:
+        # Symmetric ("oct") keys and other curves are never taken from a JWKS.
+        return frozenset()
+    declared = jwk.get("alg")
+    return allowed & {declared} if declared else allowed
+
+
+def _parse(document: Any) -> dict[str, VerificationKey]:
+    keys: dict[str, VerificationKey] = {}
+    entries = document.get("keys") if isinstance(document, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+            continue
+        if entry.get("use", "sig") != "sig":
+            continue
+        algorithms = _algorithms_for(entry)
+        if not algorithms:
+            continue
+        try:
+            key = PyJWK.from_dict(entry, algorithm=sorted(algorithms)[0]).key
+        except (PyJWKError, ValueError, TypeError, KeyError):
+            log.warning("skipping a JWKS key that does not parse", extra={"kid": entry["kid"]})
+            continue
+        keys[entry["kid"]] = VerificationKey(key=key, algorithms=algorithms)
+    return keys
+
+
+class JwksCache:
+    """Keys by `kid`, refetched when older than `ttl` or when a token names an unknown kid,
+    but never more often than every `min_refresh` seconds."""
+
+    def __init__(self, url: str, *, ttl: float, min_refresh: float, timeout: float) -> None:
+        self._url = url
+        self._ttl = ttl
+        self._min_refresh = min_refresh
+        self._timeout = timeout
+        self._keys: dict[str, VerificationKey] = {}
+        self._fetched_at = -float("inf")
+        self._attempted_at = -float("inf")
+        self._last_attempt_failed = False
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str) -> VerificationKey | None:
+        """The issuer's key with this id, or None if it has none.
+
+        Raises KeysUnavailable when the key is not cached and the JWKS could not be fetched.
+        """
+        if kid not in self._keys or time.monotonic() - self._fetched_at > self._ttl:
+            await self._refresh()
+        key = self._keys.get(kid)
+        if key is None and self._last_attempt_failed:
+            raise KeysUnavailable
+        return key
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            # Rate limit; also, whoever waited on the lock finds the fetch just done.
+            if time.monotonic() - self._attempted_at < self._min_refresh:
+                return
+            self._attempted_at = time.monotonic()
+            try:
+                async with httpx.AsyncClient(timeout=self._timeout) as client:
+                    response = await client.get(self._url)
+                    response.raise_for_status()
+                    keys = _parse(response.json())
+            except (httpx.HTTPError, ValueError) as error:
+                # Keys already cached stay in use; only a good fetch replaces them.
+                log.warning("JWKS fetch failed: %s", type(error).__name__)
+                self._last_attempt_failed = True
+                return
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+            self._last_attempt_failed = False

@@ -1,0 +1,137 @@
+"""What wraps every request: a request id, security headers, and one structured log line.
+
+The log line names the route's path template, never the raw path or query (which may carry a
+token someone put there), and never a header or body.
+"""
+
+import json
+import logging
+import re
+import time
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("tasks_api.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's id is echoed only when it is short and plain, so it cannot smuggle anything
+# into responses or logs.
+_WELL_FORMED_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered as a problem document."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < HTTPStatus.BAD_REQUEST:
+            return response
+        body = {
+            "type": "about:blank",
+            "title": HTTPStatus(response.status_code).phrase,
+            "status": response.status_code,
+            "detail": "This origin, method or header is not allowed cross-origin.",
+        }
+        return Response(
+            json.dumps(body),
+            status_code=response.status_code,
+            media_type="application/problem+json",
+        )
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state: dict[str, Any] = scope.get("state", {})
+    request_id: str | None = state.get("request_id")
+    return request_id
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        offered = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
+        )
+        request_id = offered if _WELL_FORMED_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            access_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": getattr(route, "path", None) or "(no route)",
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "user_id": scope["state"].get("user_id"),
+                    }
+                },
+            )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """uvicorn's log config with the service's own loggers writing JSON lines to stderr."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "service": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "tasks_api": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+        },
+    }
