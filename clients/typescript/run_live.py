@@ -1,0 +1,38 @@
+"""Runs the compiled TypeScript client (dist/usage.js) against a live `tasks-api serve` on an
+embedded PostgreSQL; part of `tox -e client-ts`."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from tests.live import cli, service_process  # noqa: E402
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="tasks-api-ts-") as scratch:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
+        env["TASKS_API_DATA_DIR"] = scratch
+        with service_process(env=env) as service:
+            token = subprocess.run(
+                cli("token", "--sub", "typescript-client"),
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout.strip()
+            result = subprocess.run(
+                ["node", str(HERE / "dist" / "usage.js"), service.base_url, token],
+                check=False,
+                timeout=120,
+            )
+    sys.exit(result.returncode)
+
+
+if __name__ == "__main__":
+    main()

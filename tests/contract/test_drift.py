@@ -1,0 +1,149 @@
+"""Drift detection: the contract and the implementation are compared in both directions, so
+a contract change the app does not follow, or an app change the contract does not declare,
+fails here."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from openapi_schema_validator import OAS31Validator, validate
+from pydantic import BaseModel
+
+from service.main import create_app
+from service.models import TaskCreate, TaskReplace, TaskUpdate
+from service.validation import _LIST_PARAMETERS, CURSOR_MAX_CHARS, LIMIT_DEFAULT, LIMIT_MAX
+from tests.conftest import make_settings
+from tests.factories import TaskFactory, UserFactory
+from tests.live import serving
+from tests.operations import CONTRACT, Operation, contract_operations
+
+COMPONENTS = CONTRACT["components"]
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = CONTRACT
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _validate(instance: Any, schema: dict[str, Any]) -> None:
+    # The schema is checked inside the whole document, so its $refs resolve.
+    validate(
+        instance,
+        {**schema, "components": COMPONENTS},
+        cls=OAS31Validator,
+        format_checker=OAS31Validator.FORMAT_CHECKER,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(COMPONENTS["schemas"]))
+def test_every_schema_has_examples_that_validate(name: str) -> None:
+    schema = COMPONENTS["schemas"][name]
+    assert schema.get("examples"), f"{name} has no examples"
+    for example in schema["examples"]:
+        _validate(example, {"$ref": f"#/components/schemas/{name}"})
+
+
+@pytest.mark.parametrize(
+    ("schema_name", "model"),
+    [("TaskCreate", TaskCreate), ("TaskReplace", TaskReplace), ("TaskUpdate", TaskUpdate)],
+)
+def test_request_bodies_are_the_ones_the_app_validates(
+    schema_name: str, model: type[BaseModel]
+) -> None:
+    declared = COMPONENTS["schemas"][schema_name]
+    generated = model.model_json_schema()
+    assert set(declared["properties"]) == set(generated["properties"])
+    assert set(declared.get("required", [])) == set(generated.get("required", []))
+    assert declared["additionalProperties"] is False
+    assert generated["additionalProperties"] is False
+    if "completed" in declared["properties"]:
+        assert declared["properties"]["completed"] == {"type": "boolean"}
+        completed = generated["properties"]["completed"]
+        types = {option["type"] for option in completed.get("anyOf", [completed])}
+        assert types - {"null"} == {"boolean"}  # null: "may be left out" in the model
+
+
+def test_list_parameters_are_the_ones_the_app_parses() -> None:
+    declared = {
+        _resolve(p)["name"]: _resolve(p)["schema"]
+        for p in CONTRACT["paths"]["/api/tasks"]["get"]["parameters"]
+    }
+    assert set(declared) == _LIST_PARAMETERS
+    limit = declared["limit"]
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, LIMIT_MAX, LIMIT_DEFAULT)
+    assert declared["cursor"]["maxLength"] == CURSOR_MAX_CHARS
+    assert declared["completed"] == {"type": "boolean"}
+
+
+def conform(op: Operation, response: httpx.Response) -> None:
+    """The response is declared for this operation, with its media type, schema and headers."""
+    responses = CONTRACT["paths"][op.path][op.method.lower()]["responses"]
+    status = str(response.status_code)
+    assert status in responses, f"{op} answered an undeclared {status}: {response.text}"
+    declared = _resolve(responses[status])
+    media_type = response.headers["content-type"].split(";")[0]
+    assert media_type in declared["content"], f"{op} {status} answered {media_type}"
+    _validate(response.json(), declared["content"][media_type]["schema"])
+    for name, header in declared.get("headers", {}).items():
+        if _resolve(header).get("required"):
+            assert name.lower() in response.headers, f"{op} {status} lacks {name}"
+
+
+@pytest.fixture(scope="module")
+def unreachable_database_api() -> Iterator[httpx.Client]:
+    settings = make_settings("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere")
+    with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        yield client
+
+
+def _provoke(op: Operation, api: httpx.Client, down: httpx.Client) -> list[httpx.Response]:
+    """Requests meant to draw every status an operation can answer (500 aside)."""
+    user = UserFactory.create()
+    task_id = TaskFactory.create(api=api, owner=user)["id"] if op.secured else ""
+    url = op.url(task_id)
+    body = op.example_body
+    headers = user.headers
+    responses = [api.request(op.method, url, json=body, headers=headers)]
+    if op.secured:
+        responses += [
+            api.request(op.method, url, json=body),
+            api.request(op.method, f"{url}?unknown=1", json=body, headers=headers),
+            down.request(op.method, url, json=body, headers=headers),
+        ]
+    else:
+        responses.append(down.request(op.method, url))
+    if op.takes_task_id:
+        responses.append(api.request(op.method, op.url(), json=body, headers=headers))
+    if op.method in ("POST", "PUT", "PATCH"):
+        big = b"[" + b" " * 70_000 + b"]"
+        typed = {**headers, "Content-Type": "application/json"}
+        responses.append(api.request(op.method, url, content=big, headers=typed))
+    if body is not None:
+        responses += [
+            api.request(op.method, url, json={"unexpected": True}, headers=headers),
+            api.request(
+                op.method,
+                url,
+                content=b"title=x",
+                headers={**headers, "Content-Type": "text/plain"},
+            ),
+        ]
+    return responses
+
+
+@pytest.mark.parametrize("op", contract_operations(), ids=str)
+def test_every_status_declared_is_produced_and_every_status_produced_is_declared(
+    api: httpx.Client, unreachable_database_api: httpx.Client, op: Operation
+) -> None:
+    responses = _provoke(op, api, unreachable_database_api)
+
+    for response in responses:
+        conform(op, response)
+    produced = {str(response.status_code) for response in responses}
+    declared = set(CONTRACT["paths"][op.path][op.method.lower()]["responses"]) - {"500"}
+    assert produced == declared
