@@ -7,6 +7,7 @@ Deterministic for CI: derandomized, with a bounded number of examples per operat
 
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.generation.modes import GenerationMode
@@ -61,7 +62,9 @@ def test_the_service_keeps_its_contract(case: Any, base_url: str) -> None:
     case.call_and_validate(base_url=base_url)
 
 
-def test_stateful_sequences_follow_the_contracts_links(base_url: str) -> None:
+def test_stateful_sequences_follow_the_contracts_links(
+    base_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """create -> read / replace / patch / toggle / delete, chained by the contract's links,
     so checks such as use_after_free and ensure_resource_availability see real resources."""
     base = schema.as_state_machine()
@@ -100,5 +103,6 @@ def test_stateful_sequences_follow_the_contracts_links(base_url: str) -> None:
     # A random id never finds a task, so a success on an {id} operation proves the step
     # followed a link from createTask to a real resource.
     linked = {"getTask", "replaceTask", "updateTask", "toggleTaskCompletion", "deleteTask"}
-    print(f"stateful: operations that succeeded: {sorted(succeeded)}")
+    with capsys.disabled():  # shown in every run's output, as the record that steps chained
+        print(f"\nstateful: operations that succeeded via links: {sorted(succeeded)}")
     assert linked <= succeeded
