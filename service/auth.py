@@ -9,6 +9,7 @@ its own algorithms, so an HMAC token can never be checked against a public key.
 """
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -26,6 +27,11 @@ USER_NAMESPACE = uuid.UUID("dcbfd48b-7501-46b4-8af1-4fb6abbd9bb6")
 # Larger tokens are refused before any parsing or signature work.
 MAX_TOKEN_CHARS = 8192
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256", "PS256"})
+# Checking a signature is the largest CPU cost of a request, and a client sends the same token
+# for every request until it expires. A verified token is remembered for this long at most
+# (never past its `exp`), so a key dropped from the JWKS stops working within that time too.
+VERIFIED_TOKEN_SECONDS = 30
+VERIFIED_TOKEN_ENTRIES = 10_000
 _CANONICAL_UUID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -67,10 +73,23 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        # token -> (principal, monotonic deadline); only ever holds tokens that verified.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
             raise _invalid("The token is too large.")
+        remembered = self._verified.get(token)
+        if remembered is not None and time.monotonic() < remembered[1]:
+            return remembered[0]
+        principal, expires_at = await self._verify(token)
+        lifetime = min(VERIFIED_TOKEN_SECONDS, expires_at + self._leeway - time.time())
+        if len(self._verified) >= VERIFIED_TOKEN_ENTRIES:
+            self._verified.pop(next(iter(self._verified)))  # the oldest entry
+        self._verified[token] = (principal, time.monotonic() + lifetime)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -85,7 +104,8 @@ class TokenVerifier:
         issuer = claims.get("iss", "")
         if not isinstance(subject, str) or not subject.strip() or not isinstance(issuer, str):
             raise _invalid()
-        return Principal(user_id=user_id_for(issuer, subject), subject=subject, issuer=issuer)
+        principal = Principal(user_id=user_id_for(issuer, subject), subject=subject, issuer=issuer)
+        return principal, float(claims["exp"])
 
     async def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
         algorithm = header.get("alg")

@@ -51,8 +51,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed to call the API."
     )
 
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=5, ge=0)
+    # Connections beyond the pool would be opened and closed per request under load; a
+    # request that finds the pool busy waits up to DB_POOL_TIMEOUT_SECONDS, then gets a 503.
+    db_pool_size: int = Field(default=16, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
+    # Ping a pooled connection before use when it sat idle this long; 0 pings every time.
+    db_ping_idle_seconds: float = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=2, ge=1)
     # Sent as a startup option; 0 sends none (for poolers that reject startup options).

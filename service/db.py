@@ -1,14 +1,17 @@
 """The database: one bounded engine per process, one session per request, and migrations."""
 
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Annotated, Any
 
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
-from sqlalchemy import Engine, NullPool, create_engine, make_url, text
+from sqlalchemy import Engine, NullPool, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from service.config import Settings
@@ -37,20 +40,57 @@ def create_db_engine(settings: Settings) -> Engine:
     }
     if settings.db_statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    return create_engine(
+    engine = create_engine(
         database_url(settings.require_database_url()),
-        # Checks a pooled connection before use, so a database restart costs no failed request.
-        pool_pre_ping=True,
+        # With DB_PING_IDLE_SECONDS=0, SQLAlchemy's own pre-ping checks every checkout.
+        pool_pre_ping=settings.db_ping_idle_seconds == 0,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         connect_args=connect_args,
         # Errors (and so logs) never carry statement parameters: titles are user data.
         hide_parameters=True,
+        # Every request runs exactly one statement (a create is one statement too, its user
+        # row in a CTE), so each statement is its own transaction: no BEGIN/COMMIT round
+        # trips, and nothing to roll back when a connection goes back to the pool.
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
     )
+    if settings.db_ping_idle_seconds > 0:
+        _ping_when_idle(engine, settings.db_ping_idle_seconds)
+    return engine
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """pool_pre_ping, for connections that sat unused for `idle_seconds` or more.
+
+    A ping is a round trip; under load it would double the cost of a one-statement request,
+    while the connections that go stale (a database restart, Neon suspending an idle compute,
+    a pooler closing idle clients) are the ones that waited. A connection that breaks while
+    busy fails its request with a 503 and the pool replaces every connection of its age.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _remember_last_use(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["last_used"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        last_used = record.info.get("last_used")
+        if last_used is None or time.monotonic() - last_used < idle_seconds:
+            return  # new, or recently used
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as error:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError from error
+
+
+# async: creating and closing a Session does no I/O (the connection is checked out on first
+# use, inside the handler's thread, and checked in without a rollback), so this costs no
+# threadpool hop; the handler's own hop is the only one a request makes.
+async def get_session(request: Request) -> AsyncIterator[Session]:
     with Session(request.app.state.engine) as session:
         yield session
 

@@ -112,7 +112,6 @@ def create_task(session: SessionDep, user: CurrentUser, body: CreateBody) -> Any
         .add_cte(ensure_user.cte("ensure_user"))
     )
     row = session.execute(statement).one()
-    session.commit()
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
     )
@@ -137,7 +136,6 @@ def _update(session: SessionDep, user: Principal, task_id: str, values: dict[str
     row = session.execute(statement).one_or_none()
     if row is None:
         raise TaskNotFound
-    session.commit()
     return json_response(public_task(row))
 
 
@@ -165,7 +163,6 @@ def toggle_task_completion(id: str, session: SessionDep, user: CurrentUser) -> A
     completed = session.execute(statement).scalar_one_or_none()
     if completed is None:
         raise TaskNotFound
-    session.commit()
     return json_response({"success": True, "completed": completed})
 
 
@@ -177,5 +174,4 @@ def delete_task(id: str, session: SessionDep, user: CurrentUser) -> Any:
     ).scalar_one_or_none()
     if deleted is None:
         raise TaskNotFound
-    session.commit()
     return json_response({"success": True})

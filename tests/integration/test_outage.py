@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import create_engine, make_url, text
 
+from service.main import create_app
+from tests.conftest import make_settings
 from tests.databases import embedded_server, server_url
-from tests.live import service_process
+from tests.live import service_process, serving
 from tests.tokens import SECRET, bearer, mint
 
 
@@ -62,3 +64,29 @@ def test_database_outage_is_503_within_5_seconds_and_recovers_without_restart(
         assert listed.status_code == 200
         assert [task["id"] for task in listed.json()["tasks"]] == [created.json()["id"]]
         assert service.process.poll() is None  # the same process, never restarted
+
+
+@pytest.mark.parametrize("idle_seconds", [0, 0.5], ids=["ping every checkout", "ping when idle"])
+def test_connections_the_database_dropped_while_idle_are_replaced_unnoticed(
+    database_url: str, idle_seconds: float
+) -> None:
+    settings = make_settings(database_url, db_ping_idle_seconds=idle_seconds)
+    headers = bearer(mint())
+    with serving(create_app(settings)) as url, httpx.Client(base_url=url) as api:
+        assert api.get("/api/tasks", headers=headers).status_code == 200
+        # What a database restart, or Neon suspending an idle compute, does to a pool.
+        admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            killed = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'tasks-api' AND datname = current_database()"
+                )
+            ).scalar_one()
+        admin.dispose()
+        time.sleep(idle_seconds + 0.1)
+
+        statuses = [api.get("/api/tasks", headers=headers).status_code for _ in range(5)]
+
+    assert killed >= 1
+    assert statuses == [200] * 5

@@ -1,0 +1,193 @@
+"""Benchmark: the service beside a FastAPI hello world, in one run, on this machine.
+
+    python bench/run.py [--duration 10] [--runs 5] [--workers 1 2] [--users 200]
+
+Seeds a fresh database (users with 20 tasks each), starts `tasks-api serve` on loopback,
+drives each endpoint with wrk (-t2 -c32) using valid tokens for many users, runs the hello
+world app the same way, and prints: endpoint, req/s (median of the runs), p50, p99, and the
+ratio to hello world. Needs `wrk` (Debian package `wrk`). Not a test: it prints figures.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg2
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SECRET = "benchmark-secret-" + "x" * 32
+ENDPOINTS = ("list", "get", "toggle", "create")
+
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    name = f"tasks_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def serve(command: list[str], health_url: str, env: dict[str, str]) -> Iterator[None]:
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
+    )
+    try:
+        wait_healthy(health_url, process)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def seed(database_url: str, users: int, tasks_per_user: int, pairs_file: Path) -> None:
+    """Users with tasks, written straight to the database; tokens minted like an issuer's."""
+    import jwt  # noqa: PLC0415
+
+    connection = psycopg2.connect(database_url)
+    cursor = connection.cursor()
+    lines = []
+    now = int(time.time())
+    for _ in range(users):
+        user_id = uuid.uuid4()
+        cursor.execute("INSERT INTO users (id) VALUES (%s)", (str(user_id),))
+        cursor.execute(
+            "INSERT INTO tasks (id, user_id, title) SELECT gen_random_uuid(), %s, "
+            "'seeded task ' || n FROM generate_series(1, %s) AS n RETURNING id",
+            (str(user_id), tasks_per_user),
+        )
+        task_id = cursor.fetchone()[0]  # type: ignore[index]
+        token = jwt.encode(
+            {"sub": str(user_id), "iat": now, "exp": now + 86400}, SECRET, algorithm="HS256"
+        )
+        lines.append(f"{token} {task_id}")
+    connection.commit()
+    connection.close()
+    pairs_file.write_text("\n".join(lines) + "\n")
+
+
+_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, duration: int, env: dict[str, str], script: Path | None) -> dict[str, float]:
+    command = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency"]
+    if script:
+        command += ["-s", str(script)]
+    output = subprocess.run(
+        [*command, url], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    latencies = {p: float(v) * _UNITS[u] for p, v, u in _LATENCY.findall(output)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": rate,
+        "p50": latencies["50"],
+        "p99": latencies["99"],
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def measure(url: str, args: argparse.Namespace, env: dict[str, str], script: Path | None) -> dict[str, float]:
+    runs = [wrk(url, args.duration, env, script) for _ in range(args.runs)]
+    best = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]  # the median run
+    return {**best, "rps": statistics.median(r["rps"] for r in runs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server-url", default=os.environ.get(
+        "BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+
+    results: dict[str, dict[str, float]] = {}
+    with fresh_database(args.server_url) as database_url, tempfile.TemporaryDirectory() as tmp:
+        pairs = Path(tmp) / "pairs.txt"
+        env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": SECRET}
+        subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, check=True, cwd=ROOT)
+        seed(database_url, args.users, 20, pairs)
+        load_env = {**env, "BENCH_FILE": str(pairs)}
+
+        hello_port = free_port()
+        hello = [sys.executable, "-m", "uvicorn", "hello:app", "--port", str(hello_port),
+                 "--log-level", "warning", "--no-access-log"]
+        for workers in args.workers:
+            with serve([*hello, "--workers", str(workers)], f"http://127.0.0.1:{hello_port}/", env):
+                results[f"hello world ({workers}w)"] = measure(
+                    f"http://127.0.0.1:{hello_port}/", args, env, None
+                )
+            port = free_port()
+            command = [sys.executable, "-m", "service", "serve", "--no-migrate", "--port",
+                       str(port), "--workers", str(workers), "--log-level", args.log_level]
+            with serve(command, f"http://127.0.0.1:{port}/healthz", env):
+                for endpoint in ENDPOINTS:
+                    results[f"{endpoint} ({workers}w)"] = measure(
+                        f"http://127.0.0.1:{port}", args, {**load_env, "BENCH_MODE": endpoint},
+                        HERE / "load.lua",
+                    )
+
+    print(f"\nwrk -t2 -c32 -d{args.duration}s, median of {args.runs}; {os.cpu_count()} cores\n")
+    print(f"{'endpoint':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs hello':>10}{'errors':>8}")
+    for name, result in results.items():
+        workers = name.rsplit("(", 1)[1]
+        hello_rps = results[f"hello world ({workers}"]["rps"]
+        print(f"{name:<22}{result['rps']:>10.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
+              f"{100 * result['rps'] / hello_rps:>9.1f}%{result['errors']:>8.0f}")
+    for endpoint in (*ENDPOINTS, "hello world"):
+        one, two = results.get(f"{endpoint} (1w)"), results.get(f"{endpoint} (2w)")
+        if one and two:
+            print(f"{endpoint}: 2 workers / 1 worker = {two['rps'] / one['rps']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
