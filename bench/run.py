@@ -128,7 +128,9 @@ def wrk(url: str, duration: int, env: dict[str, str], script: Path | None) -> di
     }
 
 
-def measure(url: str, args: argparse.Namespace, env: dict[str, str], script: Path | None) -> dict[str, float]:
+def measure(
+    url: str, args: argparse.Namespace, env: dict[str, str], script: Path | None
+) -> dict[str, float]:
     runs = [wrk(url, args.duration, env, script) for _ in range(args.runs)]
     best = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]  # the median run
     return {**best, "rps": statistics.median(r["rps"] for r in runs)}
@@ -136,8 +138,12 @@ def measure(url: str, args: argparse.Namespace, env: dict[str, str], script: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server-url", default=os.environ.get(
-        "BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--server-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -157,20 +163,42 @@ def main() -> None:
         load_env = {**env, "BENCH_FILE": str(pairs)}
 
         hello_port = free_port()
-        hello = [sys.executable, "-m", "uvicorn", "hello:app", "--port", str(hello_port),
-                 "--log-level", "warning", "--no-access-log"]
+        hello = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "hello:app",
+            "--port",
+            str(hello_port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         for workers in args.workers:
             with serve([*hello, "--workers", str(workers)], f"http://127.0.0.1:{hello_port}/", env):
                 results[f"hello world ({workers}w)"] = measure(
                     f"http://127.0.0.1:{hello_port}/", args, env, None
                 )
             port = free_port()
-            command = [sys.executable, "-m", "service", "serve", "--no-migrate", "--port",
-                       str(port), "--workers", str(workers), "--log-level", args.log_level]
+            command = [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--no-migrate",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                args.log_level,
+            ]
             with serve(command, f"http://127.0.0.1:{port}/healthz", env):
                 for endpoint in ENDPOINTS:
                     results[f"{endpoint} ({workers}w)"] = measure(
-                        f"http://127.0.0.1:{port}", args, {**load_env, "BENCH_MODE": endpoint},
+                        f"http://127.0.0.1:{port}",
+                        args,
+                        {**load_env, "BENCH_MODE": endpoint},
                         HERE / "load.lua",
                     )
 
@@ -179,8 +207,10 @@ def main() -> None:
     for name, result in results.items():
         workers = name.rsplit("(", 1)[1]
         hello_rps = results[f"hello world ({workers}"]["rps"]
-        print(f"{name:<22}{result['rps']:>10.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
-              f"{100 * result['rps'] / hello_rps:>9.1f}%{result['errors']:>8.0f}")
+        print(
+            f"{name:<22}{result['rps']:>10.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
+            f"{100 * result['rps'] / hello_rps:>9.1f}%{result['errors']:>8.0f}"
+        )
     for endpoint in (*ENDPOINTS, "hello world"):
         one, two = results.get(f"{endpoint} (1w)"), results.get(f"{endpoint} (2w)")
         if one and two:

@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=2, ge=1)
     # Sent as a startup option; 0 sends none (for poolers that reject startup options).
-    db_statement_timeout_ms: int = Field(default=4000, ge=0)
+    db_statement_timeout_ms: int = Field(default=3000, ge=0)
+    # All database work of one request (pool wait aside) must be done within this, or the
+    # request is answered 503: a database that stops answering costs seconds, not minutes.
+    db_request_timeout_seconds: float = Field(default=4.0, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

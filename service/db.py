@@ -1,10 +1,14 @@
 """The database: one bounded engine per process, one session per request, and migrations."""
 
+import select
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from importlib.resources import files
 from typing import Annotated, Any
 
+import psycopg2
+import psycopg2.extensions
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
@@ -15,6 +19,36 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from service.config import Settings
+
+# When the database work of the current request must be done (a time.monotonic() value).
+_deadline: ContextVar[float | None] = ContextVar("database_deadline", default=None)
+
+
+def _wait_until_deadline(connection: Any) -> None:
+    """psycopg2's wait callback: every wait on the database gives up at the request's deadline.
+
+    A database that stops answering without refusing (packets dropped, a frozen server or
+    proxy) would otherwise hold the request, its thread and its connection until TCP gives
+    up, many minutes later; libpq has no client-side timeout for that. Giving up closes the
+    connection (psycopg2 does so when this raises), so the pool never hands it out again.
+    """
+    deadline = _deadline.get()
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise psycopg2.OperationalError("the database did not answer in time")
+        descriptor = connection.fileno()
+        if state == psycopg2.extensions.POLL_READ:
+            select.select([descriptor], [], [], remaining)
+        else:
+            select.select([], [descriptor], [], remaining)
+
+
+psycopg2.extensions.set_wait_callback(_wait_until_deadline)
+
 
 # Any constant works; it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK_KEY = 0x7461736B73  # "tasks"
@@ -91,6 +125,9 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 # use, inside the handler's thread, and checked in without a rollback), so this costs no
 # threadpool hop; the handler's own hop is the only one a request makes.
 async def get_session(request: Request) -> AsyncIterator[Session]:
+    settings: Settings = request.app.state.settings
+    # Copied into the handler's thread with the rest of the request's context.
+    _deadline.set(time.monotonic() + settings.db_request_timeout_seconds)
     with Session(request.app.state.engine) as session:
         yield session
 

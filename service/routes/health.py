@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from sqlalchemy import text
 
+from service.db import SessionDep
 from service.responses import json_response
 
 router = APIRouter(tags=["operations"])
@@ -17,8 +18,7 @@ async def health() -> Any:
 
 
 @router.get("/readyz", operation_id="getReadiness")
-def readiness(request: Request) -> Any:
+def readiness(session: SessionDep) -> Any:
     """200 when the database answers; a database error becomes a 503 problem."""
-    with request.app.state.engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+    session.execute(text("SELECT 1"))
     return json_response({"status": "ok"})

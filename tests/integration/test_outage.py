@@ -12,9 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from service.db import migrate
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.databases import embedded_server, server_url
+from tests.databases import embedded_server, fresh_database_on, server_url
 from tests.live import service_process, serving
 from tests.tokens import SECRET, bearer, mint
 
@@ -70,8 +71,20 @@ def test_database_outage_is_503_within_5_seconds_and_recovers_without_restart(
 def test_connections_the_database_dropped_while_idle_are_replaced_unnoticed(
     database_url: str, idle_seconds: float
 ) -> None:
-    settings = make_settings(database_url, db_ping_idle_seconds=idle_seconds)
     headers = bearer(mint())
+    # A database of its own: terminating connections must not touch other tests' servers.
+    with fresh_database_on(database_url) as own:
+        database_url = own.render_as_string(hide_password=False)
+        migrate(database_url)
+        statuses, killed = _drop_idle_connections_then_call(database_url, idle_seconds, headers)
+    assert killed >= 1
+    assert statuses == [200] * 5
+
+
+def _drop_idle_connections_then_call(
+    database_url: str, idle_seconds: float, headers: dict[str, str]
+) -> tuple[list[int], int]:
+    settings = make_settings(database_url, db_ping_idle_seconds=idle_seconds)
     with serving(create_app(settings)) as url, httpx.Client(base_url=url) as api:
         assert api.get("/api/tasks", headers=headers).status_code == 200
         # What a database restart, or Neon suspending an idle compute, does to a pool.
@@ -87,6 +100,4 @@ def test_connections_the_database_dropped_while_idle_are_replaced_unnoticed(
         time.sleep(idle_seconds + 0.1)
 
         statuses = [api.get("/api/tasks", headers=headers).status_code for _ in range(5)]
-
-    assert killed >= 1
-    assert statuses == [200] * 5
+    return statuses, int(killed)

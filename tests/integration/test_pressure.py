@@ -1,0 +1,150 @@
+"""Under pressure: a database that stops answering, more requests than connections, a query
+past statement_timeout, and SIGTERM in the middle of the load. Never a hang, never a 500,
+never a request cut off."""
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Connection, create_engine, text
+
+from service.main import create_app
+from tests.conftest import make_settings
+from tests.databases import fresh_database_on
+from tests.factories import ApiUser, TaskFactory
+from tests.live import service_process, serving
+from tests.proxy import StallingProxy
+from tests.tokens import SECRET, bearer, mint
+
+
+def _timed(call: Any) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"].isdigit()
+
+
+def test_a_database_that_stops_answering_is_503_within_5_seconds_then_recovers(
+    database_url: str,
+) -> None:
+    headers = bearer(mint())
+    with StallingProxy(database_url).running() as proxy:
+        env = {
+            "DATABASE_URL": proxy.url.render_as_string(hide_password=False),
+            "JWT_SECRET": SECRET,
+        }
+        with (
+            service_process("--no-migrate", env=env) as service,
+            httpx.Client(base_url=service.base_url, timeout=30) as api,
+        ):
+            task = api.post("/api/tasks", json={"title": "kept"}, headers=headers).json()
+
+            proxy.stall()
+            for path in ("/api/tasks", f"/api/tasks/{task['id']}", "/readyz", "/api/tasks"):
+                response, took = _timed(lambda path=path: api.get(path, headers=headers))
+                assert_unavailable(response)
+                assert took < 5
+            assert api.get("/healthz").status_code == 200
+
+            proxy.resume()
+            deadline = time.monotonic() + 15
+            while api.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "did not recover"
+                time.sleep(0.2)
+            listed = api.get("/api/tasks", headers=headers).json()["tasks"]
+            assert [t["id"] for t in listed] == [task["id"]]
+            assert service.process.poll() is None
+
+
+@pytest.fixture
+def locked_task(
+    database_url: str, alice: ApiUser, api: httpx.Client
+) -> Iterator[tuple[dict[str, Any], Connection]]:
+    """Alice's task, with its row locked by another session until the test lets go."""
+    task = TaskFactory.create(api=api, owner=alice)
+    engine = create_engine(database_url)
+    connection = engine.connect()
+    connection.execute(text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": task["id"]})
+    try:
+        yield task, connection
+    finally:
+        connection.rollback()
+        connection.close()
+        engine.dispose()
+
+
+def test_a_full_pool_and_a_statement_past_its_timeout_are_503_not_hangs(
+    database_url: str, alice: ApiUser, locked_task: tuple[dict[str, Any], Connection]
+) -> None:
+    task, _ = locked_task
+    settings = make_settings(
+        database_url,
+        db_pool_size=1,
+        db_pool_timeout_seconds=0.5,
+        db_statement_timeout_ms=1500,
+    )
+    with serving(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as api:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Waits on the row lock while holding the pool's only connection.
+            blocked = pool.submit(
+                _timed,
+                lambda: api.patch(f"/api/tasks/{task['id']}/complete", headers=alice.headers),
+            )
+            time.sleep(0.3)
+            queued, queued_took = _timed(lambda: api.get("/api/tasks", headers=alice.headers))
+            toggled, toggled_took = blocked.result()
+
+        assert_unavailable(queued)  # waited for a connection, then gave up
+        assert queued_took < 1.5
+        assert_unavailable(toggled)  # cancelled by statement_timeout
+        assert 1.4 < toggled_took < 5
+        assert api.get("/api/tasks", headers=alice.headers).status_code == 200
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_closes_the_pool(database_url: str) -> None:
+    headers = bearer(mint())
+    with fresh_database_on(database_url) as own:
+        url = own.render_as_string(hide_password=False)
+        env = {"DATABASE_URL": url, "JWT_SECRET": SECRET}
+        with service_process(env=env) as service:
+            task = httpx.post(
+                f"{service.base_url}/api/tasks", json={"title": "t"}, headers=headers
+            ).json()
+            engine = create_engine(url)
+            with engine.connect() as lock:
+                lock.execute(
+                    text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": task["id"]}
+                )
+                toggle = f"{service.base_url}/api/tasks/{task['id']}/complete"
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    in_flight = [
+                        pool.submit(httpx.patch, toggle, headers=headers, timeout=30)
+                        for _ in range(8)
+                    ]
+                    time.sleep(0.5)  # all eight are now waiting on the lock, inside the server
+                    service.process.send_signal(signal.SIGTERM)
+                    threading.Timer(0.5, lock.rollback).start()
+                    responses = [future.result() for future in in_flight]
+            exit_code = service.process.wait(timeout=30)
+            with engine.connect() as check:
+                left = check.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'tasks-api' AND datname = current_database()"
+                    )
+                ).scalar_one()
+            engine.dispose()
+
+    assert [response.status_code for response in responses] == [200] * 8
+    assert exit_code in (0, -signal.SIGTERM)
+    assert left == 0
