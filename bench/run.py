@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -194,7 +195,7 @@ def main() -> None:
                 args.log_level,
             ]
             with serve(command, f"http://127.0.0.1:{port}/healthz", env):
-                for endpoint in ENDPOINTS:
+                for endpoint in args.endpoints:
                     results[f"{endpoint} ({workers}w)"] = measure(
                         f"http://127.0.0.1:{port}",
                         args,
@@ -211,7 +212,7 @@ def main() -> None:
             f"{name:<22}{result['rps']:>10.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
             f"{100 * result['rps'] / hello_rps:>9.1f}%{result['errors']:>8.0f}"
         )
-    for endpoint in (*ENDPOINTS, "hello world"):
+    for endpoint in (*args.endpoints, "hello world"):
         one, two = results.get(f"{endpoint} (1w)"), results.get(f"{endpoint} (2w)")
         if one and two:
             print(f"{endpoint}: 2 workers / 1 worker = {two['rps'] / one['rps']:.2f}x")

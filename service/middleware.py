@@ -9,9 +9,11 @@ import logging
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -105,7 +107,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -113,7 +115,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        # orjson: this runs once per request, and the standard json module is several times slower.
+        return orjson.dumps(entry, default=str).decode()
 
 
 def logging_config(level: str) -> dict[str, Any]:
