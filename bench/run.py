@@ -150,6 +150,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
+    parser.add_argument(
+        "--psycopg3",
+        action="store_true",
+        help="also measure bench/async_app.py (the same endpoints on psycopg 3, async)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -202,6 +207,20 @@ def main() -> None:
                         {**load_env, "BENCH_MODE": endpoint},
                         HERE / "load.lua",
                     )
+            if args.psycopg3:
+                port = free_port()
+                uvicorn_app = [sys.executable, "-m", "uvicorn", "async_app:app", "--port"]
+                command = [*uvicorn_app, str(port), "--workers", str(workers)]
+                command += ["--log-level", "warning", "--no-access-log"]
+                app_env = {**env, "PYTHONPATH": str(ROOT), "BENCH_LOG_LEVEL": args.log_level}
+                with serve(command, f"http://127.0.0.1:{port}/healthz", app_env):
+                    for endpoint in args.endpoints:
+                        results[f"{endpoint} psycopg3 ({workers}w)"] = measure(
+                            f"http://127.0.0.1:{port}",
+                            args,
+                            {**load_env, "BENCH_MODE": endpoint},
+                            HERE / "load.lua",
+                        )
 
     print(f"\nwrk -t2 -c32 -d{args.duration}s, median of {args.runs}; {os.cpu_count()} cores\n")
     print(f"{'endpoint':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs hello':>10}{'errors':>8}")

@@ -72,13 +72,13 @@ def measure(base_url: str, requests: int) -> dict[str, list[float]]:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as api:
         # A cursor deep into the heavy user's list, reached page by page.
-        page = api.get("/api/tasks", params={"limit": 200}).json()
-        pages = 1
-        while page["next_cursor"] and pages < 250:
+        page = api.get("/api/tasks", params={"limit": 50}).json()
+        deep_cursor, pages = page["next_cursor"], 1
+        while page["next_cursor"] and pages < 1000:
             deep_cursor = page["next_cursor"]
-            page = api.get("/api/tasks", params={"limit": 200, "cursor": deep_cursor}).json()
+            page = api.get("/api/tasks", params={"limit": 50, "cursor": deep_cursor}).json()
             pages += 1
-        print(f"  deep cursor after {pages * 200:,} tasks", flush=True)
+        print(f"  deep cursor after {(pages - 1) * 50:,} tasks", flush=True)
         task_id = api.get("/api/tasks", params={"limit": 1}).json()["tasks"][0]["id"]
         operations = {
             "first page": ("GET", "/api/tasks", {"params": {"limit": 50}}),

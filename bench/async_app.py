@@ -1,0 +1,125 @@
+"""For the driver decision only (docs/PERFORMANCE.md): the benchmarked endpoints on psycopg 3
+in async mode, with the service's own authentication, cursors, validation and JSON shapes,
+and the same SQL. Not the service: it exists to be measured beside it in one run."""
+
+import logging.config
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import make_url
+
+from service.auth import CurrentUser, TokenVerifier, authenticate
+from service.config import Settings
+from service.errors import EXCEPTION_HANDLERS, AnswerUnhandledErrors, TaskNotFound
+from service.middleware import RequestContext, logging_config
+from service.models import TaskCreate, public_task
+from service.pagination import CursorCodec
+from service.responses import json_response
+from service.validation import ListQueryDep, json_body, read_body
+
+COLUMNS = "id, user_id, title, completed, created_at, updated_at"
+settings = Settings()
+url = make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql")
+pool = AsyncConnectionPool(
+    url.render_as_string(hide_password=False),
+    min_size=settings.db_pool_size,
+    max_size=settings.db_pool_size,
+    open=False,
+    kwargs={"autocommit": True, "row_factory": namedtuple_row},
+)
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await pool.open()
+    yield
+    await pool.close()
+
+
+# The same per-request work as the service: request ids, security headers, JSON access logs.
+logging.config.dictConfig(logging_config(os.environ.get("BENCH_LOG_LEVEL", "info")))
+app = FastAPI(lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+app.add_middleware(AnswerUnhandledErrors)
+app.add_middleware(RequestContext)
+app.state.verifier = TokenVerifier(settings)
+app.state.cursors = CursorCodec(settings.cursor_key())
+CreateBody = Annotated[TaskCreate, Depends(json_body(TaskCreate))]
+guarded = [Depends(read_body), Depends(authenticate)]
+
+
+@app.get("/healthz")
+async def health() -> Any:
+    return json_response({"status": "ok"})
+
+
+@app.get("/api/tasks", dependencies=guarded)
+async def list_tasks(request: Request, user: CurrentUser, query: ListQueryDep) -> Any:
+    cursors: CursorCodec = request.app.state.cursors
+    sql = f"SELECT {COLUMNS} FROM tasks WHERE user_id = %s"
+    params: list[Any] = [user.user_id]
+    if query.completed is not None:
+        sql += " AND completed = %s"
+        params.append(query.completed)
+    if query.cursor is not None:
+        sql += " AND (created_at, id) > (%s, %s)"
+        params.extend(cursors.decode(user.user_id, query.cursor))
+    sql += " ORDER BY created_at, id LIMIT %s"
+    params.append(query.limit + 1)
+    async with pool.connection() as connection:
+        rows = await (await connection.execute(sql, params)).fetchall()
+    page, next_cursor = rows[: query.limit], None
+    if len(rows) > query.limit:
+        next_cursor = cursors.encode(user.user_id, page[-1].created_at, page[-1].id)
+    return json_response({"tasks": [public_task(row) for row in page], "next_cursor": next_cursor})
+
+
+@app.get("/api/tasks/{id}", dependencies=guarded)
+async def get_task(id: str, user: CurrentUser) -> Any:
+    sql = f"SELECT {COLUMNS} FROM tasks WHERE id = %s AND user_id = %s"
+    async with pool.connection() as connection:
+        row = await (await connection.execute(sql, [_uuid(id), user.user_id])).fetchone()
+    if row is None:
+        raise TaskNotFound
+    return json_response(public_task(row))
+
+
+@app.patch("/api/tasks/{id}/complete", dependencies=guarded)
+async def toggle(id: str, user: CurrentUser) -> Any:
+    sql = (
+        "UPDATE tasks SET completed = NOT completed, updated_at = greatest(clock_timestamp(), "
+        "tasks.updated_at + interval '1 microsecond') WHERE id = %s AND user_id = %s "
+        "RETURNING completed"
+    )
+    async with pool.connection() as connection:
+        row = await (await connection.execute(sql, [_uuid(id), user.user_id])).fetchone()
+    if row is None:
+        raise TaskNotFound
+    return json_response({"success": True, "completed": row.completed})
+
+
+@app.post("/api/tasks", dependencies=guarded, status_code=201)
+async def create(user: CurrentUser, body: CreateBody) -> Any:
+    sql = (
+        "WITH ensure_user AS (INSERT INTO users (id) VALUES (%s) ON CONFLICT DO NOTHING) "
+        "INSERT INTO tasks (id, user_id, title, created_at, updated_at) VALUES "
+        f"(%s, %s, %s, statement_timestamp(), statement_timestamp()) RETURNING {COLUMNS}"
+    )
+    params = [user.user_id, uuid.uuid4(), user.user_id, body.title]
+    async with pool.connection() as connection:
+        row = await (await connection.execute(sql, params)).fetchone()
+    return json_response(
+        public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
+    )
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise TaskNotFound from None
