@@ -20,24 +20,39 @@ from sqlmodel import Session
 
 from service.config import Settings
 
-# When the database work of the current request must be done (a time.monotonic() value).
-_deadline: ContextVar[float | None] = ContextVar("database_deadline", default=None)
+
+class _Budget:
+    """The time a request's database work may take, counted from its first wait on the
+    database, so time spent queueing for a thread or a connection is not charged to it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline: float | None = None
+
+    def remaining(self) -> float:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.seconds
+        return self.deadline - time.monotonic()
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("database_budget", default=None)
 
 
 def _wait_until_deadline(connection: Any) -> None:
-    """psycopg2's wait callback: every wait on the database gives up at the request's deadline.
+    """psycopg2's wait callback: every wait on the database gives up when the request's
+    budget is spent.
 
     A database that stops answering without refusing (packets dropped, a frozen server or
     proxy) would otherwise hold the request, its thread and its connection until TCP gives
     up, many minutes later; libpq has no client-side timeout for that. Giving up closes the
     connection (psycopg2 does so when this raises), so the pool never hands it out again.
     """
-    deadline = _deadline.get()
+    budget = _budget.get()
     while True:
         state = connection.poll()
         if state == psycopg2.extensions.POLL_OK:
             return
-        remaining = None if deadline is None else deadline - time.monotonic()
+        remaining = None if budget is None else budget.remaining()
         if remaining is not None and remaining <= 0:
             raise psycopg2.OperationalError("the database did not answer in time")
         descriptor = connection.fileno()
@@ -127,7 +142,7 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 async def get_session(request: Request) -> AsyncIterator[Session]:
     settings: Settings = request.app.state.settings
     # Copied into the handler's thread with the rest of the request's context.
-    _deadline.set(time.monotonic() + settings.db_request_timeout_seconds)
+    _budget.set(_Budget(settings.db_request_timeout_seconds))
     with Session(request.app.state.engine) as session:
         yield session
 

@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio.to_thread
 from fastapi import FastAPI
 
 from service.auth import TokenVerifier
@@ -26,11 +25,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Handlers that touch the database run in threads; more threads than pooled
-        # connections would only wait for a connection while contending for the GIL, so
-        # requests beyond that wait their turn, in order, on the event loop instead.
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = settings.db_pool_size + settings.db_max_overflow
         yield
         engine.dispose()
 
