@@ -52,7 +52,8 @@ class Operation:
         return self.operation_id
 
 
-def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    """Follow `$ref`s within the contract."""
     while "$ref" in node:
         target: Any = CONTRACT
         for part in node["$ref"].removeprefix("#/").split("/"):
@@ -64,7 +65,7 @@ def _resolve(node: dict[str, Any]) -> dict[str, Any]:
 def _example_body(operation: dict[str, Any]) -> dict[str, Any] | None:
     if "requestBody" not in operation:
         return None
-    schema = _resolve(operation["requestBody"]["content"]["application/json"]["schema"])
+    schema = resolve(operation["requestBody"]["content"]["application/json"]["schema"])
     example: dict[str, Any] = schema["examples"][0]
     return example
 

@@ -16,18 +16,9 @@ from service.validation import _LIST_PARAMETERS, CURSOR_MAX_CHARS, LIMIT_DEFAULT
 from tests.conftest import make_settings
 from tests.factories import TaskFactory, UserFactory
 from tests.live import serving
-from tests.operations import CONTRACT, Operation, contract_operations
+from tests.operations import CONTRACT, Operation, contract_operations, resolve
 
 COMPONENTS = CONTRACT["components"]
-
-
-def _resolve(node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = CONTRACT
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
 
 
 def _validate(instance: Any, schema: dict[str, Any]) -> None:
@@ -70,7 +61,7 @@ def test_request_bodies_are_the_ones_the_app_validates(
 
 def test_list_parameters_are_the_ones_the_app_parses() -> None:
     declared = {
-        _resolve(p)["name"]: _resolve(p)["schema"]
+        resolve(p)["name"]: resolve(p)["schema"]
         for p in CONTRACT["paths"]["/api/tasks"]["get"]["parameters"]
     }
     assert set(declared) == _LIST_PARAMETERS
@@ -85,12 +76,12 @@ def conform(op: Operation, response: httpx.Response) -> None:
     responses = CONTRACT["paths"][op.path][op.method.lower()]["responses"]
     status = str(response.status_code)
     assert status in responses, f"{op} answered an undeclared {status}: {response.text}"
-    declared = _resolve(responses[status])
+    declared = resolve(responses[status])
     media_type = response.headers["content-type"].split(";")[0]
     assert media_type in declared["content"], f"{op} {status} answered {media_type}"
     _validate(response.json(), declared["content"][media_type]["schema"])
     for name, header in declared.get("headers", {}).items():
-        if _resolve(header).get("required"):
+        if resolve(header).get("required"):
             assert name.lower() in response.headers, f"{op} {status} lacks {name}"
 
 
