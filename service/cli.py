@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +38,9 @@ def _serve(args: argparse.Namespace) -> None:
     os.environ["DATABASE_URL"] = url
     if settings.jwt_secret is not None:
         os.environ["JWT_SECRET"] = settings.jwt_secret.get_secret_value()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting normally on it
+    # instead lets exit handlers run, which stop an embedded PostgreSQL this process started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"tasks-api listening on http://{args.host}:{args.port} (docs at /docs)")
     print(f"database: {_describe_database(settings, original)}")
     print("get a token: tasks-api token --sub <user-id>")

@@ -56,3 +56,5 @@ def test_embedded_mode_serves_and_keeps_data_and_secret_across_restarts(tmp_path
         listed = httpx.get(f"{service.base_url}/api/tasks", headers=bearer(token()))
     assert [task["id"] for task in listed.json()["tasks"]] == [created.json()["id"]]
     assert secret_file.read_text() == first_secret
+    # Stopping the service (SIGTERM) stopped the PostgreSQL it had started, too.
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
