@@ -136,14 +136,26 @@ def measure(
     return {**best, "rps": statistics.median(r["rps"] for r in runs)}
 
 
+def add_server_argument(parser: argparse.ArgumentParser) -> None:
+    default = "postgresql://postgres@127.0.0.1:5432/postgres"
+    server = os.environ.get("BENCH_DATABASE_SERVER", default)
+    parser.add_argument("--server-url", default=server, help="where databases are created")
+
+
+def measure_endpoints(
+    label: str, base_url: str, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    return {
+        f"{endpoint} {label}": measure(
+            base_url, args, {**env, "BENCH_MODE": endpoint}, HERE / "load.lua"
+        )
+        for endpoint in args.endpoints
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--server-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_server_argument(parser)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -200,13 +212,8 @@ def main() -> None:
                 args.log_level,
             ]
             with serve(command, f"http://127.0.0.1:{port}/healthz", env):
-                for endpoint in args.endpoints:
-                    results[f"{endpoint} ({workers}w)"] = measure(
-                        f"http://127.0.0.1:{port}",
-                        args,
-                        {**load_env, "BENCH_MODE": endpoint},
-                        HERE / "load.lua",
-                    )
+                base_url = f"http://127.0.0.1:{port}"
+                results |= measure_endpoints(f"({workers}w)", base_url, args, load_env)
             if args.psycopg3:
                 port = free_port()
                 uvicorn_app = [sys.executable, "-m", "uvicorn", "async_app:app", "--port"]
@@ -214,13 +221,9 @@ def main() -> None:
                 command += ["--log-level", "warning", "--no-access-log"]
                 app_env = {**env, "PYTHONPATH": str(ROOT), "BENCH_LOG_LEVEL": args.log_level}
                 with serve(command, f"http://127.0.0.1:{port}/healthz", app_env):
-                    for endpoint in args.endpoints:
-                        results[f"{endpoint} psycopg3 ({workers}w)"] = measure(
-                            f"http://127.0.0.1:{port}",
-                            args,
-                            {**load_env, "BENCH_MODE": endpoint},
-                            HERE / "load.lua",
-                        )
+                    base_url = f"http://127.0.0.1:{port}"
+                    label = f"psycopg3 ({workers}w)"
+                    results |= measure_endpoints(label, base_url, args, load_env)
 
     print(f"\nwrk -t2 -c32 -d{args.duration}s, median of {args.runs}; {os.cpu_count()} cores\n")
     print(f"{'endpoint':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs hello':>10}{'errors':>8}")

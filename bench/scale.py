@@ -20,7 +20,7 @@ import time
 import httpx
 import jwt
 import psycopg2
-from run import ROOT, SECRET, free_port, fresh_database, serve
+from run import ROOT, SECRET, add_server_argument, free_port, fresh_database, serve
 
 HEAVY = "11111111-1111-4111-8111-111111111111"
 
@@ -113,12 +113,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--server-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_server_argument(parser)
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     print("1,000 tasks (10 users, the heavy one with 100):", flush=True)

@@ -19,8 +19,6 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.middleware import request_id_of
-
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -82,6 +80,13 @@ class ServiceUnavailable(Problem):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The id RequestContext gave this request, repeated in problem bodies."""
+    state: dict[str, Any] = scope.get("state", {})
+    request_id: str | None = state.get("request_id")
+    return request_id
 
 
 def problem_response(

@@ -4,7 +4,6 @@ The log line names the route's path template, never the raw path or query (which
 token someone put there), and never a header or body.
 """
 
-import json
 import logging
 import re
 import time
@@ -18,6 +17,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import problem_response
 
 access_log = logging.getLogger("tasks_api.access")
 
@@ -38,23 +39,9 @@ class ProblemCORSMiddleware(CORSMiddleware):
         response = super().preflight_response(request_headers)
         if response.status_code < HTTPStatus.BAD_REQUEST:
             return response
-        body = {
-            "type": "about:blank",
-            "title": HTTPStatus(response.status_code).phrase,
-            "status": response.status_code,
-            "detail": "This origin, method or header is not allowed cross-origin.",
-        }
-        return Response(
-            json.dumps(body),
-            status_code=response.status_code,
-            media_type="application/problem+json",
-        )
-
-
-def request_id_of(scope: Scope) -> str | None:
-    state: dict[str, Any] = scope.get("state", {})
-    request_id: str | None = state.get("request_id")
-    return request_id
+        # No scope here; RequestContext still adds the request id header.
+        detail = "This origin, method or header is not allowed cross-origin."
+        return problem_response({}, response.status_code, detail)
 
 
 class RequestContext:

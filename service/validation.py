@@ -23,19 +23,22 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 M = TypeVar("M", bound=BaseModel)
 
 
+def _too_large() -> BodyTooLarge:
+    return BodyTooLarge(f"The request body must not exceed {MAX_BODY_BYTES} bytes.")
+
+
 async def read_body(request: Request) -> bytes:
     """The raw body of a POST, PUT or PATCH, refused past 64 KiB without reading it all."""
     if request.method not in _BODY_METHODS:
         return b""
-    too_large = BodyTooLarge(f"The request body must not exceed {MAX_BODY_BYTES} bytes.")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
+        raise _too_large()
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise too_large
+            raise _too_large()
     return bytes(body)
 
 

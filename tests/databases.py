@@ -112,3 +112,9 @@ def provision(backend: str) -> Iterator[URL]:
     else:
         with embedded_server() as server:
             yield make_url(server_url(server))
+
+
+# The service names itself in application_name: its connections to the current database.
+SERVICE_CONNECTIONS = (
+    "FROM pg_stat_activity WHERE application_name = 'tasks-api' AND datname = current_database()"
+)

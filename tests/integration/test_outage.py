@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, make_url, text
 from service.db import migrate
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.databases import embedded_server, fresh_database_on, server_url
+from tests.databases import SERVICE_CONNECTIONS, embedded_server, fresh_database_on, server_url
 from tests.live import service_process, serving
 from tests.tokens import SECRET, bearer, mint
 
@@ -91,10 +91,7 @@ def _drop_idle_connections_then_call(
         admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             killed = connection.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'tasks-api' AND datname = current_database()"
-                )
+                text(f"SELECT count(pg_terminate_backend(pid)) {SERVICE_CONNECTIONS}")
             ).scalar_one()
         admin.dispose()
         time.sleep(idle_seconds + 0.1)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, create_engine, text
 
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.databases import fresh_database_on
+from tests.databases import SERVICE_CONNECTIONS, fresh_database_on
 from tests.factories import ApiUser, TaskFactory
 from tests.live import service_process, serving
 from tests.proxy import StallingProxy
@@ -137,12 +137,7 @@ def test_sigterm_lets_in_flight_requests_finish_and_closes_the_pool(database_url
                     responses = [future.result() for future in in_flight]
             exit_code = service.process.wait(timeout=30)
             with engine.connect() as check:
-                left = check.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE application_name = 'tasks-api' AND datname = current_database()"
-                    )
-                ).scalar_one()
+                left = check.execute(text(f"SELECT count(*) {SERVICE_CONNECTIONS}")).scalar_one()
             engine.dispose()
 
     assert [response.status_code for response in responses] == [200] * 8
