@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from service.config import ConfigError, Settings
 from service.errors import NotAuthenticated, ServiceUnavailable
 from service.jwks import JwksCache, KeysUnavailable
+from service.state import state_of
 
 # Non-UUID subjects map to uuid5(uuid5(USER_NAMESPACE, iss), sub); the README documents this
 # so a client can compute its own user id.
@@ -177,8 +178,7 @@ def bearer_token(request: Request) -> str:
 
 # async: verification is CPU work plus, rarely, an async JWKS fetch; no thread hop.
 async def authenticate(request: Request) -> Principal:
-    verifier: TokenVerifier = request.app.state.verifier
-    principal = await verifier.verify(bearer_token(request))
+    principal = await state_of(request).verifier.verify(bearer_token(request))
     request.state.user_id = str(principal.user_id)  # for the access log
     return principal
 

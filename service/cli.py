@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> None:
     settings.check()  # refuse to start without strong secrets, before binding a port
     url = settings.require_database_url()
     if not args.no_migrate:
-        migrate(url)
+        migrate(settings.migration_url())
     # The app factory (in this process or in each worker) reads its settings from the
     # environment;
     # in embedded mode, hand them the database that was started and the stored secret.
@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _migrate(_: argparse.Namespace) -> None:
     settings = resolve(Settings())
-    migrate(settings.require_database_url())
+    migrate(settings.migration_url())
     print("database schema is up to date")
 
 

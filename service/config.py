@@ -2,10 +2,13 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError
 
 MIN_SECRET_BYTES = 32
 MAX_LEEWAY_SECONDS = 30
@@ -21,6 +24,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="PostgreSQL URL. Unset: an embedded PostgreSQL in TASKS_API_DATA_DIR.",
+    )
+    migration_database_url: str | None = Field(
+        default=None,
+        description="Where migrations (and their advisory lock) run; defaults to DATABASE_URL.",
     )
     data_dir: Path = Field(
         default=Path(".tasks-api"),
@@ -59,11 +66,17 @@ class Settings(BaseSettings):
     db_ping_idle_seconds: float = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=2, ge=1)
-    # Sent as a startup option; 0 sends none (for poolers that reject startup options).
+    # A client-side deadline per statement: when it passes, the statement is cancelled on the
+    # server and its connection discarded. Never a startup option or a session SET, which a
+    # transaction-mode pooler refuses or leaks to other clients. 0: only the request budget.
     db_statement_timeout_ms: int = Field(default=3000, ge=0)
-    # All database work of one request (pool wait aside) must be done within this, or the
-    # request is answered 503: a database that stops answering costs seconds, not minutes.
+    # All database work of one request, counted from the request's arrival (so time queued
+    # for a connection counts), or the request is answered 503.
     db_request_timeout_seconds: float = Field(default=4.0, gt=0)
+    # psycopg 3 prepares a statement on the server after this many executions. Off by
+    # default: PgBouncer before 1.21 (and Neon's pooler unless configured) in transaction mode
+    # hands each transaction a different server connection, where the statement is unknown.
+    db_prepare_threshold: int | None = Field(default=None, ge=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -109,6 +122,43 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise ConfigError("DATABASE_URL is not set and no embedded database was started.")
         return self.database_url
+
+    def request_path_url(self) -> URL:
+        """DATABASE_URL for the async request path (psycopg 3)."""
+        return driver_url(self.require_database_url(), "psycopg", "DATABASE_URL")
+
+    def migration_url(self) -> URL:
+        """Where migrations run (psycopg2): MIGRATION_DATABASE_URL, else DATABASE_URL.
+
+        On Neon that is the direct endpoint: the migration lock is session state that a
+        transaction-mode pooler cannot be trusted with across a migration's statements.
+        """
+        if self.migration_database_url is not None:
+            return driver_url(self.migration_database_url, "psycopg2", "MIGRATION_DATABASE_URL")
+        return driver_url(self.require_database_url(), "psycopg2", "DATABASE_URL")
+
+
+# Users write one `postgresql://` URL; each part of the service picks its own driver here:
+# psycopg 3 (async) for requests, psycopg2 for migrations, the command line and fixtures.
+_POSTGRES_SCHEMES = frozenset(
+    {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
+)
+
+
+def driver_url(raw: str, driver: Literal["psycopg", "psycopg2"], setting: str) -> URL:
+    """`raw` with the driver this part of the service uses; ConfigError names `setting`."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(
+            f"{setting} is not a database URL; expected postgresql://user:password@host:5432/db"
+        ) from None
+    if url.drivername not in _POSTGRES_SCHEMES:
+        raise ConfigError(
+            f"{setting} uses {url.drivername}://, but this service runs on PostgreSQL only; "
+            "use a postgresql:// URL"
+        )
+    return url.set(drivername=f"postgresql+{driver}")
 
 
 def _strong(name: str, secret: SecretStr) -> bytes:

@@ -1,96 +1,64 @@
-"""The database: one bounded engine per process, one session per request, and migrations."""
+"""The database: an async engine on psycopg 3 for requests, psycopg2 for migrations.
 
-import select
+Invariants of the request path:
+
+- A request's database work is one autocommitted statement, run by `RequestDatabase.run` on a
+  connection checked out for that statement alone. The connection is back in the pool before
+  the response is built, so a client that reads slowly (or never) holds no connection.
+  `RequestDatabase.transaction` is the unit of work for an operation that needs several.
+- It all happens within a budget counted from the request's arrival (DB_REQUEST_TIMEOUT_SECONDS),
+  and each statement within DB_STATEMENT_TIMEOUT_MS. Past either the request is answered 503
+  at once, while the statement is cancelled on the server in the background.
+- Nothing depends on session state, so a transaction-mode pooler (PgBouncer, Neon's -pooler
+  endpoints) can hand every statement to another server connection: no startup options, no
+  session SET, no server-side prepared statements unless DB_PREPARE_THRESHOLD asks for them.
+"""
+
+import asyncio
+import re
 import time
-from collections.abc import AsyncIterator
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from importlib.resources import files
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-import psycopg2
-import psycopg2.extensions
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
-from sqlalchemy import Engine, NullPool, create_engine, event, make_url, text
+from sqlalchemy import NullPool, Row, create_engine, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session
+from sqlalchemy.sql.expression import Executable
 
-from service.config import Settings
+from service.config import Settings, driver_url
+from service.state import state_of
 
-
-class _Budget:
-    """The time a request's database work may take, counted from its first wait on the
-    database, so time spent queueing for a thread or a connection is not charged to it."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.deadline: float | None = None
-
-    def remaining(self) -> float:
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.seconds
-        return self.deadline - time.monotonic()
-
-
-_budget: ContextVar[_Budget | None] = ContextVar("database_budget", default=None)
-
-
-def _wait_until_deadline(connection: Any) -> None:
-    """psycopg2's wait callback: every wait on the database gives up when the request's
-    budget is spent.
-
-    A database that stops answering without refusing (packets dropped, a frozen server or
-    proxy) would otherwise hold the request, its thread and its connection until TCP gives
-    up, many minutes later; libpq has no client-side timeout for that. Giving up closes the
-    connection (psycopg2 does so when this raises), so the pool never hands it out again.
-    """
-    budget = _budget.get()
-    while True:
-        state = connection.poll()
-        if state == psycopg2.extensions.POLL_OK:
-            return
-        remaining = None if budget is None else budget.remaining()
-        if remaining is not None and remaining <= 0:
-            raise psycopg2.OperationalError("the database did not answer in time")
-        descriptor = connection.fileno()
-        if state == psycopg2.extensions.POLL_READ:
-            select.select([descriptor], [], [], remaining)
-        else:
-            select.select([], [descriptor], [], remaining)
-
-
-psycopg2.extensions.set_wait_callback(_wait_until_deadline)
-
+T = TypeVar("T")
 
 # Any constant works; it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK_KEY = 0x7461736B73  # "tasks"
 
 
-def database_url(raw: str) -> URL:
-    """The configured URL with the driver the design fixes: psycopg2."""
-    url = make_url(raw)
-    if url.drivername in ("postgres", "postgresql"):
-        url = url.set(drivername="postgresql+psycopg2")
-    return url
+class DeadlineExceeded(Exception):
+    """The request's database budget, or its statement's, ran out."""
 
 
-def create_db_engine(settings: Settings) -> Engine:
+def create_db_engine(settings: Settings) -> AsyncEngine:
     connect_args: dict[str, Any] = {
         "connect_timeout": settings.db_connect_timeout_seconds,
         "application_name": "tasks-api",
+        # None: never prepare on the server; a transaction-mode pooler would lose them.
+        "prepare_threshold": settings.db_prepare_threshold,
         # Notice a peer that vanished (a dropped network path, a frozen server) in seconds.
         "keepalives": 1,
         "keepalives_idle": 5,
         "keepalives_interval": 2,
         "keepalives_count": 2,
     }
-    if settings.db_statement_timeout_ms:
-        connect_args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    engine = create_engine(
-        database_url(settings.require_database_url()),
+    engine = create_async_engine(
+        settings.request_path_url(),
         # With DB_PING_IDLE_SECONDS=0, SQLAlchemy's own pre-ping checks every checkout.
         pool_pre_ping=settings.db_ping_idle_seconds == 0,
         pool_size=settings.db_pool_size,
@@ -99,9 +67,8 @@ def create_db_engine(settings: Settings) -> Engine:
         connect_args=connect_args,
         # Errors (and so logs) never carry statement parameters: titles are user data.
         hide_parameters=True,
-        # Every request runs exactly one statement (a create is one statement too, its user
-        # row in a CTE), so each statement is its own transaction: no BEGIN/COMMIT round
-        # trips, and nothing to roll back when a connection goes back to the pool.
+        # Each statement is its own transaction: no BEGIN/COMMIT round trips, and nothing to
+        # roll back when a connection goes back to the pool.
         isolation_level="AUTOCOMMIT",
         pool_reset_on_return=None,
     )
@@ -110,7 +77,7 @@ def create_db_engine(settings: Settings) -> Engine:
     return engine
 
 
-def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
     """pool_pre_ping, for connections that sat unused for `idle_seconds` or more.
 
     A ping is a round trip; under load it would double the cost of a one-statement request,
@@ -119,44 +86,177 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     busy fails its request with a 503 and the pool replaces every connection of its age.
     """
 
-    @event.listens_for(engine, "checkin")
+    @event.listens_for(engine.sync_engine, "checkin")
     def _remember_last_use(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info["last_used"] = time.monotonic()
 
-    @event.listens_for(engine, "checkout")
+    @event.listens_for(engine.sync_engine, "checkout")
     def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
         last_used = record.info.get("last_used")
         if last_used is None or time.monotonic() - last_used < idle_seconds:
             return  # new, or recently used
         try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
+            # Checkout runs inside SQLAlchemy's greenlet, where the async driver is awaited.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
         except Exception as error:
             # The pool discards this connection and checks out (or opens) another.
             raise DisconnectionError from error
 
 
-# async: creating and closing a Session does no I/O (the connection is checked out on first
-# use, inside the handler's thread, and checked in without a rollback), so this costs no
-# threadpool hop; the handler's own hop is the only one a request makes.
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    settings: Settings = request.app.state.settings
-    # Copied into the handler's thread with the rest of the request's context.
-    _budget.set(_Budget(settings.db_request_timeout_seconds))
-    with Session(request.app.state.engine) as session:
-        yield session
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The request path's PostgreSQL: one per process."""
+
+    engine: AsyncEngine
+    request_seconds: float
+    statement_seconds: float | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Database":
+        return cls(
+            engine=create_db_engine(settings),
+            request_seconds=settings.db_request_timeout_seconds,
+            statement_seconds=settings.db_statement_timeout_ms / 1000 or None,
+        )
+
+    def for_request(self, arrived_at: float) -> "RequestDatabase":
+        """Database access for a request that arrived at `arrived_at` (time.monotonic())."""
+        return RequestDatabase(self, arrived_at + self.request_seconds)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Statements cancelled at their deadline finish (or are closed) in the background; kept here so
+# they are not garbage-collected half way.
+_abandoned: set["asyncio.Task[Any]"] = set()
 
 
-def migrate(url: str) -> None:
+def _forget(task: "asyncio.Task[Any]") -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not report it as lost
+
+
+class RequestDatabase:
+    """One request's access to the database, within the request's budget."""
+
+    __slots__ = ("_database", "_deadline")
+
+    def __init__(self, database: Database, deadline: float) -> None:
+        self._database = database
+        self._deadline = deadline
+
+    async def one_or_none(self, statement: Executable) -> Row[Any] | None:
+        return await self.run(lambda connection: _first(connection, statement))
+
+    async def all(self, statement: Executable) -> Sequence[Row[Any]]:
+        return await self.run(lambda connection: _all(connection, statement))
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """`work` on a pooled autocommit connection, held only until `work` returns."""
+
+        async def checked_out() -> T:
+            async with self._database.engine.connect() as connection:
+                return await work(connection)
+
+        statement_seconds = self._database.statement_seconds
+        deadline = self._deadline
+        if statement_seconds is not None:
+            deadline = min(deadline, time.monotonic() + statement_seconds)
+        return await _before(deadline, checked_out())
+
+    async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """`work` in one READ COMMITTED transaction: committed if it returns, else rolled back.
+
+        Each statement in it is bounded by DB_STATEMENT_TIMEOUT_MS on the server (a
+        transaction-local setting, so nothing outlives the transaction on a pooled
+        connection), and the whole by the request's budget.
+        """
+
+        async def unit() -> T:
+            async with self._database.engine.connect() as autocommit:
+                connection = await autocommit.execution_options(isolation_level="READ COMMITTED")
+                async with connection.begin():
+                    if self._database.statement_seconds is not None:
+                        milliseconds = str(int(self._database.statement_seconds * 1000))
+                        await connection.execute(
+                            text("SELECT set_config('statement_timeout', :ms, true)"),
+                            {"ms": milliseconds},
+                        )
+                    return await work(connection)
+
+        return await _before(self._deadline, unit())
+
+
+async def request_database(request: Request) -> RequestDatabase:
+    """The request's database access; no I/O until a handler runs a statement."""
+    # RequestContext stamps each request's arrival; a request that bypassed it starts now.
+    arrived_at: float = request.scope.get("state", {}).get("arrived_at") or time.monotonic()
+    return state_of(request).database.for_request(arrived_at)
+
+
+DatabaseDep = Annotated[RequestDatabase, Depends(request_database)]
+
+
+async def _first(connection: AsyncConnection, statement: Executable) -> Row[Any] | None:
+    return (await connection.execute(statement)).first()
+
+
+async def _all(connection: AsyncConnection, statement: Executable) -> Sequence[Row[Any]]:
+    return (await connection.execute(statement)).all()
+
+
+async def _before(deadline: float, work: Coroutine[Any, Any, T]) -> T:
+    """The result of `work`, or DeadlineExceeded as soon as `deadline` passes.
+
+    `work` runs as a task of its own: on a timeout it is cancelled but not awaited, because
+    psycopg answers a cancellation by cancelling the statement on the server and then waiting
+    (up to seconds, against a frozen server) before it closes the connection. The request must
+    not wait for that; the connection is discarded either way.
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        work.close()
+        raise DeadlineExceeded
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=remaining)
+    except asyncio.CancelledError:
+        task.cancel()  # the request itself was cancelled (shutdown): take the statement along
+        raise
+    if not done:
+        task.cancel()
+        _abandoned.add(task)
+        task.add_done_callback(_forget)
+        raise DeadlineExceeded
+    return task.result()
+
+
+# libpq does not put passwords in its messages; these catch a URL or conninfo echoed anyway.
+_PASSWORD_IN_CONNINFO = re.compile(r"(password\s*=\s*)\S+", re.IGNORECASE)
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def describe_database_error(error: BaseException) -> str:
+    """One log line's worth of what went wrong: the server's or driver's own message (which
+    names host, port and cause), never a password."""
+    if isinstance(error, DeadlineExceeded):
+        return "the database did not answer within the request's deadline"
+    cause = getattr(error, "orig", None) or error
+    message = " ".join(str(cause).split()).split(" (Background on this error at:")[0]
+    message = _PASSWORD_IN_URL.sub(r"\1***@", _PASSWORD_IN_CONNINFO.sub(r"\1***", message))
+    return f"{type(cause).__name__}: {message or 'no message'}"
+
+
+def migrate(url: str | URL) -> None:
     """Bring the schema to the newest revision; safe when several processes start at once.
 
     A transaction-scoped advisory lock serialises concurrent migrators: the first applies
-    the revisions, the others wait, then find nothing left to do.
+    the revisions, the others wait, then find nothing left to do. Synchronous, on psycopg2.
     """
-    engine = create_engine(database_url(url), poolclass=NullPool)
+    if isinstance(url, str):
+        url = driver_url(url, "psycopg2", "DATABASE_URL")
+    engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
             lock = text("SELECT pg_advisory_xact_lock(:key)")

@@ -52,7 +52,7 @@ def start_embedded_database(data_dir: Path) -> str:
     server = get_server(data_dir.resolve() / "pgdata")
     # Trust auth on a socket only this machine's users reach: the URL carries no password.
     uri: str = server.get_uri()
-    return uri.replace("postgresql://postgres:@", "postgresql+psycopg2://postgres@", 1)
+    return uri.replace("postgresql://postgres:@", "postgresql://postgres@", 1)
 
 
 def resolve(settings: Settings) -> Settings:

@@ -19,6 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.db import DeadlineExceeded, describe_database_error
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -153,13 +155,15 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 
 
 async def _on_database_unavailable(request: Request, exc: Exception) -> Response:
-    # Connection refused, connect/statement timeouts and pool exhaustion all mean "not now".
-    log.warning("database unavailable: %s", type(exc).__name__)
+    # Connection refused, timeouts, deadlines and pool exhaustion all mean "not now". The log
+    # line carries the driver's or server's own words (host, port, cause), so an operator can
+    # tell a wrong password from a pooler refusing a startup parameter.
+    log.warning("database unavailable: %s", describe_database_error(exc))
     return await _on_problem(request, ServiceUnavailable())
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected database error", exc_info=exc)
+    log.error("unexpected database error: %s", describe_database_error(exc), exc_info=exc)
     return problem_response(request.scope, 500, Problem.detail)
 
 
@@ -180,6 +184,7 @@ EXCEPTION_HANDLERS: dict[
     RequestValidationError: _on_validation_error,
     OperationalError: _on_database_unavailable,
     PoolTimeoutError: _on_database_unavailable,
+    DeadlineExceeded: _on_database_unavailable,
     DBAPIError: _on_database_error,
 }
 

@@ -9,24 +9,32 @@ from fastapi import FastAPI
 from service.auth import TokenVerifier
 from service.config import Settings, get_settings
 from service.contract import load_contract
-from service.db import create_db_engine
+from service.db import Database
 from service.errors import EXCEPTION_HANDLERS, AnswerUnhandledErrors
 from service.middleware import ProblemCORSMiddleware, RequestContext
 from service.pagination import CursorCodec
 from service.routes import health, tasks
+from service.state import State
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; refuses (ConfigError) to build one without a strong secret."""
     settings = settings or get_settings()
-    verifier = TokenVerifier(settings)
-    engine = create_db_engine(settings)
+    # Built here, not in the lifespan, so a bad setting fails before a port is bound. None of
+    # it does I/O: connections are opened on first use.
+    state = State(
+        settings=settings,
+        database=Database.from_settings(settings),
+        verifier=TokenVerifier(settings),
+        cursors=CursorCodec(settings.cursor_key()),
+    )
     contract = load_contract()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, State]]:
+        # Starlette gives each request a copy of this mapping as `request.state`.
+        yield {"app": state}
+        await state.database.engine.dispose()
 
     app = FastAPI(
         title=contract["info"]["title"],
@@ -60,10 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(RequestContext)
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.verifier = verifier
-    app.state.cursors = CursorCodec(settings.cursor_key())
     app.include_router(tasks.router)
     app.include_router(health.router)
     return app

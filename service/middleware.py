@@ -53,11 +53,15 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # The request's database budget counts from here (service.db.request_database).
+        arrived_at = time.monotonic()
         offered = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
         )
         request_id = offered if _WELL_FORMED_ID.match(offered) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["arrived_at"] = arrived_at
         status = 500
 
         async def send_with_headers(message: Message) -> None:

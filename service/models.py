@@ -2,7 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypedDict
 
 from pydantic import (
     AfterValidator,
@@ -123,8 +123,19 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def public_task(row: Any) -> dict[str, Any]:
-    """The one Task shape every endpoint returns."""
+class PublicTask(TypedDict):
+    """The contract's Task: the one shape every endpoint returns."""
+
+    id: str
+    user_id: str
+    title: str
+    completed: bool
+    created_at: str
+    updated_at: str
+
+
+def public_task(row: Any) -> PublicTask:
+    """A `tasks` row as the contract's Task."""
     return {
         "id": str(row.id),
         "user_id": str(row.user_id),

@@ -1,9 +1,13 @@
-"""The task endpoints. Every statement is scoped to the caller: see `_owned`."""
+"""The task endpoints. Every statement is scoped to the caller: see `_owned`.
+
+Every handler is `async` and runs one statement through `DatabaseDep`, so no request takes a
+thread, and the connection goes back to the pool before the response is built.
+"""
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from sqlalchemy import (
     ColumnElement,
     delete,
@@ -15,9 +19,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
+from starlette.responses import Response
 
 from service.auth import CurrentUser, Principal, authenticate
-from service.db import SessionDep
+from service.db import DatabaseDep
 from service.errors import TaskNotFound
 from service.models import (
     TaskCreate,
@@ -27,8 +32,8 @@ from service.models import (
     tasks_table,
     users_table,
 )
-from service.pagination import CursorCodec
 from service.responses import json_response
+from service.state import StateDep
 from service.validation import ListQueryDep, NoQuery, json_body, read_body
 
 # Reading the (bounded) body comes first so that 413 precedes 401; authentication comes
@@ -65,35 +70,29 @@ def _bumped_updated_at() -> ColumnElement[Any]:
     )
 
 
-def _cursors(request: Request) -> CursorCodec:
-    codec: CursorCodec = request.app.state.cursors
-    return codec
-
-
 @router.get("", operation_id="listTasks")
-def list_tasks(
-    request: Request, session: SessionDep, user: CurrentUser, query: ListQueryDep
-) -> Any:
+async def list_tasks(
+    state: StateDep, db: DatabaseDep, user: CurrentUser, query: ListQueryDep
+) -> Response:
     """List the user's tasks, oldest first."""
-    cursors = _cursors(request)
     statement = select(tasks_table).where(tasks.user_id == user.user_id)
     if query.completed is not None:
         statement = statement.where(tasks.completed == query.completed)
     if query.cursor is not None:
-        after = cursors.decode(user.user_id, query.cursor)
+        after = state.cursors.decode(user.user_id, query.cursor)
         statement = statement.where(tuple_(tasks.created_at, tasks.id) > tuple_(*after))
     order = (tasks.created_at, tasks.id)
-    rows = session.execute(statement.order_by(*order).limit(query.limit + 1)).all()
+    rows = await db.all(statement.order_by(*order).limit(query.limit + 1))
     page = rows[: query.limit]
     next_cursor = None
     if len(rows) > query.limit:
         last = page[-1]
-        next_cursor = cursors.encode(user.user_id, last.created_at, last.id)
+        next_cursor = state.cursors.encode(user.user_id, last.created_at, last.id)
     return json_response({"tasks": [public_task(row) for row in page], "next_cursor": next_cursor})
 
 
 @router.post("", operation_id="createTask", status_code=201, dependencies=[NoQuery])
-def create_task(session: SessionDep, user: CurrentUser, body: CreateBody) -> Any:
+async def create_task(db: DatabaseDep, user: CurrentUser, body: CreateBody) -> Response:
     """Create a task."""
     # The user row is created in the same statement as the first task, so tasks.user_id is
     # a real foreign key without a user lookup on every request.
@@ -111,48 +110,51 @@ def create_task(session: SessionDep, user: CurrentUser, body: CreateBody) -> Any
         .returning(*tasks_table.c)
         .add_cte(ensure_user.cte("ensure_user"))
     )
-    row = session.execute(statement).one()
+    row = await db.one_or_none(statement)
+    assert row is not None  # noqa: S101 - INSERT … RETURNING returns the row it inserted
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
     )
 
 
 @router.get("/{id}", operation_id="getTask", dependencies=[NoQuery])
-def get_task(id: str, session: SessionDep, user: CurrentUser) -> Any:
+async def get_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Read one task."""
-    row = session.execute(select(tasks_table).where(_owned(user, id))).one_or_none()
+    row = await db.one_or_none(select(tasks_table).where(_owned(user, id)))
     if row is None:
         raise TaskNotFound
     return json_response(public_task(row))
 
 
-def _update(session: SessionDep, user: Principal, task_id: str, values: dict[str, Any]) -> Any:
+async def _update(
+    db: DatabaseDep, user: Principal, task_id: str, values: dict[str, Any]
+) -> Response:
     statement = (
         update(tasks_table)
         .where(_owned(user, task_id))
         .values(**values, updated_at=_bumped_updated_at())
         .returning(*tasks_table.c)
     )
-    row = session.execute(statement).one_or_none()
+    row = await db.one_or_none(statement)
     if row is None:
         raise TaskNotFound
     return json_response(public_task(row))
 
 
 @router.put("/{id}", operation_id="replaceTask", dependencies=[NoQuery])
-def replace_task(id: str, session: SessionDep, user: CurrentUser, body: ReplaceBody) -> Any:
+async def replace_task(id: str, db: DatabaseDep, user: CurrentUser, body: ReplaceBody) -> Response:
     """Replace a task's title and completion state."""
-    return _update(session, user, id, {"title": body.title, "completed": body.completed})
+    return await _update(db, user, id, {"title": body.title, "completed": body.completed})
 
 
 @router.patch("/{id}", operation_id="updateTask", dependencies=[NoQuery])
-def update_task(id: str, session: SessionDep, user: CurrentUser, body: UpdateBody) -> Any:
+async def update_task(id: str, db: DatabaseDep, user: CurrentUser, body: UpdateBody) -> Response:
     """Change some of a task's fields."""
-    return _update(session, user, id, body.model_dump(exclude_unset=True))
+    return await _update(db, user, id, body.model_dump(exclude_unset=True))
 
 
 @router.patch("/{id}/complete", operation_id="toggleTaskCompletion", dependencies=[NoQuery])
-def toggle_task_completion(id: str, session: SessionDep, user: CurrentUser) -> Any:
+async def toggle_task_completion(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Flip a task's completion state in one atomic statement."""
     statement = (
         update(tasks_table)
@@ -160,18 +162,16 @@ def toggle_task_completion(id: str, session: SessionDep, user: CurrentUser) -> A
         .values(completed=not_(tasks.completed), updated_at=_bumped_updated_at())
         .returning(tasks.completed)
     )
-    completed = session.execute(statement).scalar_one_or_none()
-    if completed is None:
+    row = await db.one_or_none(statement)
+    if row is None:
         raise TaskNotFound
-    return json_response({"success": True, "completed": completed})
+    return json_response({"success": True, "completed": row.completed})
 
 
 @router.delete("/{id}", operation_id="deleteTask", dependencies=[NoQuery])
-def delete_task(id: str, session: SessionDep, user: CurrentUser) -> Any:
+async def delete_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Delete a task."""
-    deleted = session.execute(
-        delete(tasks_table).where(_owned(user, id)).returning(tasks.id)
-    ).scalar_one_or_none()
-    if deleted is None:
+    row = await db.one_or_none(delete(tasks_table).where(_owned(user, id)).returning(tasks.id))
+    if row is None:
         raise TaskNotFound
     return json_response({"success": True})

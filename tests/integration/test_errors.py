@@ -4,6 +4,7 @@ Order: unknown route 404, wrong method 405, body over 64 KiB 413, authentication
 query 400 (415 for a body that is not JSON), task lookup 404.
 """
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy import text
 
 from service.main import create_app
+from service.state import state_of
 from tests.factories import ApiUser
 from tests.live import serving
 
@@ -207,9 +209,9 @@ def failing_api(settings: Any) -> Iterator[httpx.Client]:
     def explode() -> None:
         raise RuntimeError("SELECT secret FROM internals -- password=hunter2")
 
-    def bad_sql(request: Request) -> None:
-        with request.app.state.engine.connect() as connection:
-            connection.execute(text("SELECT no_such_column FROM tasks"))
+    async def bad_sql(request: Request) -> None:
+        database = state_of(request).database.for_request(time.monotonic())
+        await database.one_or_none(text("SELECT no_such_column FROM tasks"))
 
     def typed(count: int) -> dict[str, int]:
         return {"count": count}

@@ -1,0 +1,36 @@
+"""What the app holds for its lifetime: one typed object, built by `create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+
+if TYPE_CHECKING:
+    from service.auth import TokenVerifier
+    from service.config import Settings
+    from service.db import Database
+    from service.pagination import CursorCodec
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    settings: Settings
+    database: Database
+    verifier: TokenVerifier
+    cursors: CursorCodec
+
+
+def state_of(connection: HTTPConnection) -> State:
+    """The app's State, which the lifespan hands every request (Starlette's lifespan state)."""
+    state: State = connection.state.app
+    return state
+
+
+async def _state(request: Request) -> State:
+    return state_of(request)
+
+
+StateDep = Annotated[State, Depends(_state)]
