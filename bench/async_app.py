@@ -1,6 +1,8 @@
-"""For the driver decision only (docs/PERFORMANCE.md): the benchmarked endpoints on psycopg 3
-in async mode, with the service's own authentication, cursors, validation and JSON shapes,
-and the same SQL. Not the service: it exists to be measured beside it in one run."""
+"""The raw-driver reference for docs/PERFORMANCE.md: the benchmarked endpoints written straight
+on psycopg 3's async pool, with the service's own authentication, cursors, validation, JSON
+shapes, middleware and logs, and the same SQL and driver settings (no server-side prepared
+statements). Not a second implementation: `bench/run.py --psycopg3` measures it beside the
+service in one run, so the service's ORM and framework cost shows as a ratio."""
 
 import logging.config
 import os
@@ -9,18 +11,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import make_url
 
 from service.auth import CurrentUser, TokenVerifier, authenticate
 from service.config import Settings
+from service.db import Database
 from service.errors import EXCEPTION_HANDLERS, AnswerUnhandledErrors, TaskNotFound
 from service.middleware import RequestContext, logging_config
 from service.models import TaskCreate, public_task
 from service.pagination import CursorCodec
 from service.responses import json_response
+from service.state import State
 from service.validation import ListQueryDep, json_body, read_body
 
 COLUMNS = "id, user_id, title, completed, created_at, updated_at"
@@ -31,14 +35,26 @@ pool = AsyncConnectionPool(
     min_size=settings.db_pool_size,
     max_size=settings.db_pool_size,
     open=False,
-    kwargs={"autocommit": True, "row_factory": namedtuple_row},
+    kwargs={
+        "autocommit": True,
+        "row_factory": namedtuple_row,
+        "prepare_threshold": settings.db_prepare_threshold,
+    },
+)
+# The service's State, for its authentication dependency; its engine is never used here (it
+# opens no connection until asked).
+state = State(
+    settings=settings,
+    database=Database.from_settings(settings),
+    verifier=TokenVerifier(settings),
+    cursors=CursorCodec(settings.cursor_key()),
 )
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, State]]:
     await pool.open()
-    yield
+    yield {"app": state}
     await pool.close()
 
 
@@ -47,8 +63,6 @@ logging.config.dictConfig(logging_config(os.environ.get("BENCH_LOG_LEVEL", "info
 app = FastAPI(lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 app.add_middleware(AnswerUnhandledErrors)
 app.add_middleware(RequestContext)
-app.state.verifier = TokenVerifier(settings)
-app.state.cursors = CursorCodec(settings.cursor_key())
 CreateBody = Annotated[TaskCreate, Depends(json_body(TaskCreate))]
 guarded = [Depends(read_body), Depends(authenticate)]
 
@@ -59,8 +73,8 @@ async def health() -> Any:
 
 
 @app.get("/api/tasks", dependencies=guarded)
-async def list_tasks(request: Request, user: CurrentUser, query: ListQueryDep) -> Any:
-    cursors: CursorCodec = request.app.state.cursors
+async def list_tasks(user: CurrentUser, query: ListQueryDep) -> Any:
+    cursors = state.cursors
     sql = f"SELECT {COLUMNS} FROM tasks WHERE user_id = %s"
     params: list[Any] = [user.user_id]
     if query.completed is not None:

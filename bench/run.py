@@ -1,11 +1,16 @@
 """Benchmark: the service beside a FastAPI hello world, in one run, on this machine.
 
     python bench/run.py [--duration 10] [--runs 5] [--workers 1 2] [--users 200]
+                        [--psycopg3] [--baseline REF] [--json FILE]
 
 Seeds a fresh database (users with 20 tasks each), starts `tasks-api serve` on loopback,
 drives each endpoint with wrk (-t2 -c32) using valid tokens for many users, runs the hello
 world app the same way, and prints: endpoint, req/s (median of the runs), p50, p99, and the
-ratio to hello world. Needs `wrk` (Debian package `wrk`). Not a test: it prints figures.
+ratio to hello world. With --psycopg3, also bench/async_app.py (the same endpoints on raw
+psycopg 3: the reference the service's ORM and framework cost is measured against). With
+--baseline REF, also the service as it was at git revision REF, built into a temporary venv,
+so before and after come from the same run. Needs `wrk` (Debian package `wrk`). Not a test:
+it prints figures.
 """
 
 import argparse
@@ -20,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -153,6 +158,43 @@ def measure_endpoints(
     }
 
 
+@contextmanager
+def baseline_build(ref: str) -> Iterator[Path]:
+    """The service at git revision `ref`, installed into a temporary venv; yields its python."""
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+        source, venv = Path(tmp) / "source", Path(tmp) / "venv"
+        source.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        python = venv / "bin" / "python"
+        print(f"building {ref} in {venv} ...", file=sys.stderr)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", str(source)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        yield python
+
+
+def _service_command(python: Path | str, port: int, workers: int, log_level: str) -> list[str]:
+    return [
+        str(python),
+        "-m",
+        "service",
+        "serve",
+        "--no-migrate",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        log_level,
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_argument(parser)
@@ -165,7 +207,10 @@ def main() -> None:
     parser.add_argument(
         "--psycopg3",
         action="store_true",
-        help="also measure bench/async_app.py (the same endpoints on psycopg 3, async)",
+        help="also measure bench/async_app.py (the same endpoints on raw psycopg 3, async)",
+    )
+    parser.add_argument(
+        "--baseline", metavar="REF", help="also measure the service at this git revision"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -173,7 +218,10 @@ def main() -> None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
 
     results: dict[str, dict[str, float]] = {}
-    with fresh_database(args.server_url) as database_url, tempfile.TemporaryDirectory() as tmp:
+    with ExitStack() as stack:
+        database_url = stack.enter_context(fresh_database(args.server_url))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        baseline = stack.enter_context(baseline_build(args.baseline)) if args.baseline else None
         pairs = Path(tmp) / "pairs.txt"
         env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": SECRET}
         subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, check=True, cwd=ROOT)
@@ -197,23 +245,15 @@ def main() -> None:
                 results[f"hello world ({workers}w)"] = measure(
                     f"http://127.0.0.1:{hello_port}/", args, env, None
                 )
-            port = free_port()
-            command = [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--no-migrate",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                args.log_level,
-            ]
-            with serve(command, f"http://127.0.0.1:{port}/healthz", env):
-                base_url = f"http://127.0.0.1:{port}"
-                results |= measure_endpoints(f"({workers}w)", base_url, args, load_env)
+            builds = [("", sys.executable)]
+            if baseline is not None:
+                builds.append((f"{args.baseline} ", str(baseline)))
+            for label, python in builds:
+                port = free_port()
+                command = _service_command(python, port, workers, args.log_level)
+                with serve(command, f"http://127.0.0.1:{port}/healthz", env):
+                    base_url = f"http://127.0.0.1:{port}"
+                    results |= measure_endpoints(f"{label}({workers}w)", base_url, args, load_env)
             if args.psycopg3:
                 port = free_port()
                 uvicorn_app = [sys.executable, "-m", "uvicorn", "async_app:app", "--port"]
@@ -223,21 +263,32 @@ def main() -> None:
                 with serve(command, f"http://127.0.0.1:{port}/healthz", app_env):
                     base_url = f"http://127.0.0.1:{port}"
                     label = f"psycopg3 ({workers}w)"
-                    results |= measure_endpoints(label, base_url, args, load_env)
+                    results |= measure_endpoints(label, base_url, args, app_env | load_env)
 
+    report(results, args)
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     print(f"\nwrk -t2 -c32 -d{args.duration}s, median of {args.runs}; {os.cpu_count()} cores\n")
-    print(f"{'endpoint':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs hello':>10}{'errors':>8}")
+    header = f"{'endpoint':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99/p50':>9}"
+    print(f"{header}{'vs hello':>10}{'vs raw':>9}{'errors':>8}")
     for name, result in results.items():
-        workers = name.rsplit("(", 1)[1]
+        endpoint, _, workers = name.rpartition("(")
         hello_rps = results[f"hello world ({workers}"]["rps"]
+        raw = results.get(f"{endpoint.split()[0]} psycopg3 ({workers}")
+        vs_raw = f"{100 * result['rps'] / raw['rps']:>8.1f}%" if raw else f"{'':>9}"
         print(
-            f"{name:<22}{result['rps']:>10.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
-            f"{100 * result['rps'] / hello_rps:>9.1f}%{result['errors']:>8.0f}"
+            f"{name:<30}{result['rps']:>10.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
+            f"{result['p99'] / result['p50']:>9.1f}"
+            f"{100 * result['rps'] / hello_rps:>9.1f}%{vs_raw}{result['errors']:>8.0f}"
         )
+    prefixes = ["", *([f"{args.baseline} "] if args.baseline else [])]
     for endpoint in (*args.endpoints, "hello world"):
-        one, two = results.get(f"{endpoint} (1w)"), results.get(f"{endpoint} (2w)")
-        if one and two:
-            print(f"{endpoint}: 2 workers / 1 worker = {two['rps'] / one['rps']:.2f}x")
+        for prefix in prefixes if endpoint != "hello world" else [""]:
+            name = f"{endpoint} {prefix}"
+            one, two = results.get(f"{name}(1w)"), results.get(f"{name}(2w)")
+            if one and two:
+                print(f"{name.strip()}: 2 workers / 1 worker = {two['rps'] / one['rps']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -13,6 +13,7 @@ from service.main import create_app
 from tests.databases import choose_backend, describe_backend, provision
 from tests.factories import ApiUser, TaskFactory, UserFactory
 from tests.live import serving
+from tests.pooler import pgbouncer
 from tests.tokens import SECRET
 
 _BACKEND = pytest.StashKey[str]()
@@ -20,6 +21,16 @@ _BACKEND = pytest.StashKey[str]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_BACKEND] = choose_backend()
+
+
+# How the service reaches PostgreSQL. Tests marked `both_routes` run once each way; the rest
+# go direct.
+ROUTES = ("direct", "pgbouncer")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_routes"):
+        metafunc.parametrize("route", ROUTES, indirect=True, scope="session")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -55,8 +66,31 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url)
+def route(request: pytest.FixtureRequest) -> str:
+    """`direct`, or `pgbouncer` (transaction mode) for tests marked `both_routes`."""
+    route: str = getattr(request, "param", "direct")
+    return route
+
+
+@pytest.fixture(scope="session")
+def pooled_database_url(database_url: str) -> Iterator[str]:
+    """The test database through PgBouncer in transaction mode (skips without pgbouncer)."""
+    with pgbouncer(database_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def service_database_url(route: str, database_url: str, request: pytest.FixtureRequest) -> str:
+    """What the served app is configured with: the database, directly or through PgBouncer."""
+    if route == "pgbouncer":
+        url: str = request.getfixturevalue("pooled_database_url")
+        return url
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def settings(service_database_url: str) -> Settings:
+    return make_settings(service_database_url)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import httpx
 import jwt
-from sqlalchemy import make_url
+import pytest
+from sqlalchemy import create_engine, make_url, text
 
-from tests.live import cli, service_process
+from tests.databases import fresh_database_on
+from tests.live import cli, free_port, service_process
 from tests.tokens import SECRET, bearer
 
 
@@ -71,3 +73,39 @@ def test_serve_with_two_workers(database_url: str) -> None:
             for _ in range(10)
         }
     assert statuses == {200}
+
+
+def test_migrate_uses_migration_database_url_when_it_is_set(database_url: str) -> None:
+    with fresh_database_on(database_url) as direct:
+        env = {
+            # The request path's URL is not even reachable: migrations must not use it.
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/unused",
+            "MIGRATION_DATABASE_URL": direct.render_as_string(hide_password=False),
+            "JWT_SECRET": SECRET,
+        }
+        result = _run("migrate", env=env)
+        engine = create_engine(direct)
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version"))
+            versions = version.scalars().all()
+        engine.dispose()
+    assert result.returncode == 0, result.stderr
+    assert versions == ["0001"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "mysql://root@127.0.0.1/tasks"),
+        ("DATABASE_URL", "not a url"),
+        ("MIGRATION_DATABASE_URL", "sqlite:///tasks.db"),
+    ],
+)
+def test_a_database_url_that_is_not_postgresql_is_refused_naming_the_setting(
+    database_url: str, variable: str, value: str
+) -> None:
+    env = {"DATABASE_URL": database_url, "JWT_SECRET": SECRET, variable: value}
+    result = _run("migrate", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"tasks-api: configuration error: {variable} ")
+    assert "Traceback" not in result.stderr

@@ -4,9 +4,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine, text
 
 from tests.factories import ApiUser
+
+pytestmark = pytest.mark.both_routes
 
 
 def _in_parallel(count: int, request: Any) -> list[httpx.Response]:

@@ -12,19 +12,29 @@ from sqlalchemy import create_engine, text
 
 from tests.databases import fresh_database_on
 from tests.live import RunningService, service_process
+from tests.pooler import pgbouncer
 from tests.tokens import SECRET, bearer, mint
 
+pytestmark = pytest.mark.both_routes
 
-@pytest.fixture(scope="module")
-def two_instances(database_url: str) -> Iterator[tuple[str, list[RunningService]]]:
+
+@pytest.fixture(scope="session")
+def two_instances(database_url: str, route: str) -> Iterator[tuple[str, list[RunningService]]]:
     """Two `tasks-api serve` processes (one of them with two workers), started at the same
-    moment on an empty database, so both migrate at once."""
+    moment on an empty database, so both migrate at once; straight to it or through PgBouncer
+    in transaction mode."""
     with fresh_database_on(database_url) as url, ExitStack() as stack:
         rendered = url.render_as_string(hide_password=False)
-        env = {"DATABASE_URL": rendered, "JWT_SECRET": SECRET}
+        service_url = rendered
+        if route == "pgbouncer":
+            service_url = stack.enter_context(pgbouncer(rendered))
+        env = {"DATABASE_URL": service_url, "JWT_SECRET": SECRET}
+        # One migrates through DATABASE_URL, the other as recommended for Neon: through
+        # MIGRATION_DATABASE_URL, the direct endpoint.
+        direct_migrations = {**env, "MIGRATION_DATABASE_URL": rendered}
         services = [
             stack.enter_context(service_process(env=env)),
-            stack.enter_context(service_process("--workers", "2", env=env)),
+            stack.enter_context(service_process("--workers", "2", env=direct_migrations)),
         ]
         yield rendered, services
 

@@ -12,6 +12,8 @@ from service.main import create_app
 from tests.factories import ApiUser, TaskFactory
 from tests.live import serving
 
+pytestmark = pytest.mark.both_routes
+
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 TASK_FIELDS = {"id", "user_id", "title", "completed", "created_at", "updated_at"}
 

@@ -6,6 +6,7 @@ whatever database the rest of the suite runs on.
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from service.main import create_app
 from tests.conftest import make_settings
 from tests.databases import SERVICE_CONNECTIONS, embedded_server, fresh_database_on, server_url
 from tests.live import service_process, serving
+from tests.pooler import pgbouncer
 from tests.tokens import SECRET, bearer, mint
 
 
@@ -36,13 +38,27 @@ def _start(server: Any) -> None:
     server.ensure_postgres_running()
 
 
+@contextmanager
+def reached(url: str, route: str) -> Iterator[str]:
+    """`url` itself, or the same database through PgBouncer in transaction mode."""
+    if route == "direct":
+        yield url
+    else:
+        with pgbouncer(url) as pooled:
+            yield pooled
+
+
+@pytest.mark.both_routes
 def test_database_outage_is_503_within_5_seconds_and_recovers_without_restart(
-    own_database: Any,
+    own_database: Any, route: str
 ) -> None:
     url = make_url(server_url(own_database)).render_as_string(hide_password=False)
-    env = {"DATABASE_URL": url, "JWT_SECRET": SECRET}
     headers = bearer(mint())
-    with service_process(env=env) as service, httpx.Client(base_url=service.base_url) as api:
+    with (
+        reached(url, route) as service_url,
+        service_process(env={"DATABASE_URL": service_url, "JWT_SECRET": SECRET}) as service,
+        httpx.Client(base_url=service.base_url) as api,
+    ):
         created = api.post("/api/tasks", json={"title": "survives"}, headers=headers)
         assert created.status_code == 201
 

@@ -2,11 +2,15 @@
 past statement_timeout, and SIGTERM in the middle of the load. Never a hang, never a 500,
 never a request cut off."""
 
+import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,6 +22,7 @@ from tests.conftest import make_settings
 from tests.databases import SERVICE_CONNECTIONS, fresh_database_on
 from tests.factories import ApiUser, TaskFactory
 from tests.live import service_process, serving
+from tests.pooler import pgbouncer
 from tests.proxy import StallingProxy
 from tests.tokens import SECRET, bearer, mint
 
@@ -34,15 +39,26 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert response.headers["retry-after"].isdigit()
 
 
+@contextmanager
+def frozen_database(database_url: str, route: str) -> Iterator[tuple[StallingProxy, str]]:
+    """A proxy that can freeze the database, and the URL the service uses: the proxy itself, or
+    PgBouncer in transaction mode in front of it (so the pooler's server connections freeze)."""
+    with StallingProxy(database_url).running() as proxy:
+        frozen = proxy.url.render_as_string(hide_password=False)
+        if route == "direct":
+            yield proxy, frozen
+        else:
+            with pgbouncer(frozen) as pooled:
+                yield proxy, pooled
+
+
+@pytest.mark.both_routes
 def test_a_database_that_stops_answering_is_503_within_5_seconds_then_recovers(
-    database_url: str,
+    database_url: str, route: str
 ) -> None:
     headers = bearer(mint())
-    with StallingProxy(database_url).running() as proxy:
-        env = {
-            "DATABASE_URL": proxy.url.render_as_string(hide_password=False),
-            "JWT_SECRET": SECRET,
-        }
+    with frozen_database(database_url, route) as (proxy, service_url):
+        env = {"DATABASE_URL": service_url, "JWT_SECRET": SECRET}
         with (
             service_process("--no-migrate", env=env) as service,
             httpx.Client(base_url=service.base_url, timeout=30) as api,
@@ -64,6 +80,83 @@ def test_a_database_that_stops_answering_is_503_within_5_seconds_then_recovers(
             listed = api.get("/api/tasks", headers=headers).json()["tasks"]
             assert [t["id"] for t in listed] == [task["id"]]
             assert service.process.poll() is None
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    took: float
+
+
+def _burst(base_url: str, requests: list[tuple[str, str]], headers: dict[str, str]) -> list[Answer]:
+    """Send every request at once, each on its own connection, and time each answer from the
+    moment its request was sent (connections are opened first, so only the service's time
+    counts, not the test's)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    sockets = [socket.create_connection((host, int(port))) for _ in requests]
+    sent: dict[socket.socket, float] = {}
+    received: dict[socket.socket, bytes] = dict.fromkeys(sockets, b"")
+    answers: list[Answer] = []
+    with selectors.DefaultSelector() as selector:
+        for sock, (method, path) in zip(sockets, requests, strict=True):
+            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
+            sent[sock] = time.monotonic()
+            selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while len(answers) < len(requests) and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=1):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                received[sock] += sock.recv(65536)
+                head, separator, body = received[sock].partition(b"\r\n\r\n")
+                if not separator:
+                    continue
+                status_line, *lines = head.decode("latin-1").split("\r\n")
+                fields = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+                if len(body) >= int(fields.get("content-length", "0")):
+                    answers.append(
+                        Answer(int(status_line.split()[1]), fields, time.monotonic() - sent[sock])
+                    )
+                    selector.unregister(sock)
+    for sock in sockets:
+        sock.close()
+    return answers
+
+
+@pytest.mark.both_routes
+def test_200_concurrent_requests_against_a_frozen_database_all_get_503_within_5_seconds(
+    database_url: str, route: str
+) -> None:
+    headers = bearer(mint())
+    with frozen_database(database_url, route) as (proxy, service_url):
+        env = {"DATABASE_URL": service_url, "JWT_SECRET": SECRET}
+        with service_process("--no-migrate", env=env) as service:
+            task = httpx.post(
+                f"{service.base_url}/api/tasks", json={"title": "kept"}, headers=headers
+            ).json()
+            operations = [
+                ("GET", "/api/tasks"),
+                ("GET", f"/api/tasks/{task['id']}"),
+                ("PATCH", f"/api/tasks/{task['id']}/complete"),
+                ("GET", "/readyz"),
+            ]
+            proxy.stall()
+            answers = _burst(service.base_url, operations * 50, headers)
+
+            proxy.resume()
+            resumed = time.monotonic()
+            while httpx.get(f"{service.base_url}/api/tasks", headers=headers).status_code != 200:
+                assert time.monotonic() - resumed < 1, "did not recover within a second"
+                time.sleep(0.05)
+
+    assert len(answers) == 200
+    for answer in answers:
+        assert answer.status == 503
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"].isdigit()
+        assert answer.took < 5
 
 
 @pytest.fixture
