@@ -1,7 +1,7 @@
 """The two tables, and the shapes of task data the API accepts and returns."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self, TypedDict
 
 from pydantic import (
@@ -120,7 +120,14 @@ class TaskUpdate(_Input):
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`2026-11-26T10:00:00.123456Z`: UTC, always with microseconds."""
+    if moment.utcoffset() != _UTC_OFFSET:
+        moment = moment.astimezone(UTC)
+    # isoformat is several times faster than strftime, and this runs for every task returned.
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_UTC_OFFSET = timedelta(0)
 
 
 class PublicTask(TypedDict):

@@ -5,11 +5,15 @@ thread, and the connection goes back to the pool before the response is built.
 """
 
 import uuid
+from functools import cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    Select,
+    bindparam,
     delete,
     func,
     literal_column,
@@ -19,6 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.dml import ReturningUpdate
 from starlette.responses import Response
 
 from service.auth import CurrentUser, Principal, authenticate
@@ -51,23 +56,80 @@ ReplaceBody = Annotated[TaskReplace, Depends(json_body(TaskReplace))]
 UpdateBody = Annotated[TaskUpdate, Depends(json_body(TaskUpdate))]
 
 
-def _owned(user: Principal, task_id: str) -> ColumnElement[bool]:
-    """The one way to address a task: by id *and* owner, so a foreign task is a missing one.
+# Statements are built once, with bound parameters, and reused: building a SQLAlchemy
+# statement and its cache key costs more than the database round trip it makes.
+# (Named apart from the columns: SQLAlchemy reserves column names for VALUES and SET.)
+_MINE = tasks.user_id == bindparam("owner")
+# The one way to address a task: by id *and* owner, so a foreign task is a missing one.
+_OWNED = (tasks.id == bindparam("task_id")) & _MINE
+# Strictly increasing even for two changes within one clock tick.
+_BUMPED_UPDATED_AT: ColumnElement[Any] = literal_column(
+    "greatest(clock_timestamp(), tasks.updated_at + interval '1 microsecond')"
+)
 
-    An id that is not a UUID cannot exist, and is answered exactly like one that does not.
-    """
+_GET = select(tasks_table).where(_OWNED)
+_TOGGLE = (
+    update(tasks_table)
+    .where(_OWNED)
+    .values(completed=not_(tasks.completed), updated_at=_BUMPED_UPDATED_AT)
+    .returning(tasks.completed)
+)
+_DELETE = delete(tasks_table).where(_OWNED).returning(tasks.id)
+_CREATE = (
+    insert(tasks_table)
+    .values(
+        id=bindparam("new_id"),
+        user_id=bindparam("owner"),
+        title=bindparam("new_title"),
+        # One value for both: separate defaults would read the clock twice.
+        created_at=func.statement_timestamp(),
+        updated_at=func.statement_timestamp(),
+    )
+    .returning(*tasks_table.c)
+    # The user row is created in the same statement as the first task, so tasks.user_id is
+    # a real foreign key without a user lookup on every request.
+    .add_cte(
+        insert(users_table)
+        .values(id=bindparam("owner"))
+        .on_conflict_do_nothing()
+        .cte("ensure_user")
+    )
+)
+
+
+@cache
+def _list_statement(filtered: bool, after: bool) -> Select[Any]:
+    statement = select(tasks_table).where(_MINE)
+    if filtered:
+        statement = statement.where(tasks.completed == bindparam("completed"))
+    if after:
+        after_created_at = bindparam("after_created_at", type_=tasks.created_at.type)
+        after_id = bindparam("after_id", type_=tasks.id.type)
+        position = tuple_(tasks.created_at, tasks.id)
+        statement = statement.where(position > tuple_(after_created_at, after_id))
+    order = (tasks.created_at, tasks.id)
+    return statement.order_by(*order).limit(bindparam("limit", type_=Integer()))
+
+
+@cache
+def _update_statement(fields: frozenset[str]) -> ReturningUpdate[Any]:
+    values: dict[str, Any] = {field: bindparam(f"new_{field}") for field in sorted(fields)}
+    return (
+        update(tasks_table)
+        .where(_OWNED)
+        .values(**values, updated_at=_BUMPED_UPDATED_AT)
+        .returning(*tasks_table.c)
+    )
+
+
+def _address(user: Principal, task_id: str) -> dict[str, Any]:
+    """The parameters of `_OWNED`. An id that is not a UUID in canonical form cannot exist,
+    and is answered exactly like one that does not."""
     try:
         parsed = uuid.UUID(task_id)
     except ValueError:
         raise TaskNotFound from None
-    return (tasks.id == parsed) & (tasks.user_id == user.user_id)
-
-
-def _bumped_updated_at() -> ColumnElement[Any]:
-    # Strictly increasing even for two changes within one clock tick.
-    return literal_column(
-        "greatest(clock_timestamp(), tasks.updated_at + interval '1 microsecond')"
-    )
+    return {"task_id": parsed, "owner": user.user_id}
 
 
 @router.get("", operation_id="listTasks")
@@ -75,14 +137,14 @@ async def list_tasks(
     state: StateDep, db: DatabaseDep, user: CurrentUser, query: ListQueryDep
 ) -> Response:
     """List the user's tasks, oldest first."""
-    statement = select(tasks_table).where(tasks.user_id == user.user_id)
+    parameters: dict[str, Any] = {"owner": user.user_id, "limit": query.limit + 1}
     if query.completed is not None:
-        statement = statement.where(tasks.completed == query.completed)
+        parameters["completed"] = query.completed
     if query.cursor is not None:
-        after = state.cursors.decode(user.user_id, query.cursor)
-        statement = statement.where(tuple_(tasks.created_at, tasks.id) > tuple_(*after))
-    order = (tasks.created_at, tasks.id)
-    rows = await db.all(statement.order_by(*order).limit(query.limit + 1))
+        after_created_at, after_id = state.cursors.decode(user.user_id, query.cursor)
+        parameters |= {"after_created_at": after_created_at, "after_id": after_id}
+    statement = _list_statement(query.completed is not None, query.cursor is not None)
+    rows = await db.all(statement, parameters)
     page = rows[: query.limit]
     next_cursor = None
     if len(rows) > query.limit:
@@ -94,23 +156,8 @@ async def list_tasks(
 @router.post("", operation_id="createTask", status_code=201, dependencies=[NoQuery])
 async def create_task(db: DatabaseDep, user: CurrentUser, body: CreateBody) -> Response:
     """Create a task."""
-    # The user row is created in the same statement as the first task, so tasks.user_id is
-    # a real foreign key without a user lookup on every request.
-    ensure_user = insert(users_table).values(id=user.user_id).on_conflict_do_nothing()
-    statement = (
-        insert(tasks_table)
-        .values(
-            id=uuid.uuid4(),
-            user_id=user.user_id,
-            title=body.title,
-            # One value for both: separate defaults would read the clock twice.
-            created_at=func.statement_timestamp(),
-            updated_at=func.statement_timestamp(),
-        )
-        .returning(*tasks_table.c)
-        .add_cte(ensure_user.cte("ensure_user"))
-    )
-    row = await db.one_or_none(statement)
+    parameters = {"new_id": uuid.uuid4(), "owner": user.user_id, "new_title": body.title}
+    row = await db.one_or_none(_CREATE, parameters)
     assert row is not None  # noqa: S101 - INSERT … RETURNING returns the row it inserted
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
@@ -120,7 +167,7 @@ async def create_task(db: DatabaseDep, user: CurrentUser, body: CreateBody) -> R
 @router.get("/{id}", operation_id="getTask", dependencies=[NoQuery])
 async def get_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Read one task."""
-    row = await db.one_or_none(select(tasks_table).where(_owned(user, id)))
+    row = await db.one_or_none(_GET, _address(user, id))
     if row is None:
         raise TaskNotFound
     return json_response(public_task(row))
@@ -129,13 +176,9 @@ async def get_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
 async def _update(
     db: DatabaseDep, user: Principal, task_id: str, values: dict[str, Any]
 ) -> Response:
-    statement = (
-        update(tasks_table)
-        .where(_owned(user, task_id))
-        .values(**values, updated_at=_bumped_updated_at())
-        .returning(*tasks_table.c)
-    )
-    row = await db.one_or_none(statement)
+    statement = _update_statement(frozenset(values))
+    new_values = {f"new_{field}": value for field, value in values.items()}
+    row = await db.one_or_none(statement, {**new_values, **_address(user, task_id)})
     if row is None:
         raise TaskNotFound
     return json_response(public_task(row))
@@ -156,13 +199,7 @@ async def update_task(id: str, db: DatabaseDep, user: CurrentUser, body: UpdateB
 @router.patch("/{id}/complete", operation_id="toggleTaskCompletion", dependencies=[NoQuery])
 async def toggle_task_completion(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Flip a task's completion state in one atomic statement."""
-    statement = (
-        update(tasks_table)
-        .where(_owned(user, id))
-        .values(completed=not_(tasks.completed), updated_at=_bumped_updated_at())
-        .returning(tasks.completed)
-    )
-    row = await db.one_or_none(statement)
+    row = await db.one_or_none(_TOGGLE, _address(user, id))
     if row is None:
         raise TaskNotFound
     return json_response({"success": True, "completed": row.completed})
@@ -171,7 +208,6 @@ async def toggle_task_completion(id: str, db: DatabaseDep, user: CurrentUser) ->
 @router.delete("/{id}", operation_id="deleteTask", dependencies=[NoQuery])
 async def delete_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Delete a task."""
-    row = await db.one_or_none(delete(tasks_table).where(_owned(user, id)).returning(tasks.id))
-    if row is None:
+    if await db.one_or_none(_DELETE, _address(user, id)) is None:
         raise TaskNotFound
     return json_response({"success": True})
