@@ -28,6 +28,7 @@ from service.state import State
 from service.validation import ListQueryDep, json_body, read_body
 
 COLUMNS = "id, user_id, title, completed, created_at, updated_at"
+SET_OWNER = "SELECT set_config('tasks_api.user_id', %s, true)"
 settings = Settings()
 url = make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql")
 pool = AsyncConnectionPool(
@@ -85,8 +86,7 @@ async def list_tasks(user: CurrentUser, query: ListQueryDep) -> Any:
         params.extend(cursors.decode(user.user_id, query.cursor))
     sql += " ORDER BY created_at, id LIMIT %s"
     params.append(query.limit + 1)
-    async with pool.connection() as connection:
-        rows = await (await connection.execute(sql, params)).fetchall()
+    rows = await as_owner(user.user_id, sql, params)
     page, next_cursor = rows[: query.limit], None
     if len(rows) > query.limit:
         next_cursor = cursors.encode(user.user_id, page[-1].created_at, page[-1].id)
@@ -96,8 +96,7 @@ async def list_tasks(user: CurrentUser, query: ListQueryDep) -> Any:
 @app.get("/api/tasks/{id}", dependencies=guarded)
 async def get_task(id: str, user: CurrentUser) -> Any:
     sql = f"SELECT {COLUMNS} FROM tasks WHERE id = %s AND user_id = %s"
-    async with pool.connection() as connection:
-        row = await (await connection.execute(sql, [_uuid(id), user.user_id])).fetchone()
+    row = first(await as_owner(user.user_id, sql, [_uuid(id), user.user_id]))
     if row is None:
         raise TaskNotFound
     return json_response(public_task(row))
@@ -110,8 +109,7 @@ async def toggle(id: str, user: CurrentUser) -> Any:
         "tasks.updated_at + interval '1 microsecond') WHERE id = %s AND user_id = %s "
         "RETURNING completed"
     )
-    async with pool.connection() as connection:
-        row = await (await connection.execute(sql, [_uuid(id), user.user_id])).fetchone()
+    row = first(await as_owner(user.user_id, sql, [_uuid(id), user.user_id]))
     if row is None:
         raise TaskNotFound
     return json_response({"success": True, "completed": row.completed})
@@ -125,11 +123,24 @@ async def create(user: CurrentUser, body: CreateBody) -> Any:
         f"(%s, %s, %s, statement_timestamp(), statement_timestamp()) RETURNING {COLUMNS}"
     )
     params = [user.user_id, uuid.uuid4(), user.user_id, body.title]
-    async with pool.connection() as connection:
-        row = await (await connection.execute(sql, params)).fetchone()
+    row = first(await as_owner(user.user_id, sql, params))
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
     )
+
+
+async def as_owner(user_id: uuid.UUID, sql: str, params: list[Any]) -> list[Any]:
+    """The statement with the row-level security user set in the same transaction, pipelined
+    into one round trip: what the service does, written on the driver directly."""
+    async with pool.connection() as connection:
+        async with connection.pipeline():
+            await connection.execute(SET_OWNER, (str(user_id),))
+            cursor = await connection.execute(sql, params)
+        return await cursor.fetchall()
+
+
+def first(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
 
 
 def _uuid(value: str) -> uuid.UUID:

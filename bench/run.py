@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import psycopg2
+from sqlalchemy import make_url
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -179,6 +180,38 @@ def baseline_build(ref: str) -> Iterator[Path]:
         yield python
 
 
+# The role the service runs as: row-level security binds it, as in a real deployment.
+SERVICE_ROLE = "tasks_api_bench"
+
+
+@contextmanager
+def prepared_database(python: Path, args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """A fresh database migrated by `python`'s build, the service role granted what it needs,
+    seeded; yields the environment that serves and loads it."""
+    with fresh_database(args.server_url) as admin_url, tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DATABASE_URL": admin_url, "JWT_SECRET": SECRET}
+        env.pop("MIGRATION_DATABASE_URL", None)
+        subprocess.run([str(python), "-m", "service", "migrate"], env=env, check=True, cwd=HERE)
+        pairs = Path(tmp) / "pairs.txt"
+        seed(admin_url, args.users, 20, pairs)
+        yield {**env, "DATABASE_URL": service_role_url(admin_url), "BENCH_FILE": str(pairs)}
+
+
+def service_role_url(admin_url: str) -> str:
+    """SERVICE_ROLE (created once per server), granted what requests need on admin_url's
+    database; its URL there."""
+    connection = psycopg2.connect(admin_url)
+    connection.autocommit = True
+    cursor = connection.cursor()
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_ROLE,))
+    if cursor.fetchone() is None:
+        cursor.execute(f"CREATE ROLE {SERVICE_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS")
+    cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON users, tasks TO {SERVICE_ROLE}")
+    connection.close()
+    url = make_url(admin_url).set(username=SERVICE_ROLE, password=None)
+    return url.render_as_string(hide_password=False)
+
+
 def _service_command(python: Path | str, port: int, workers: int, log_level: str) -> list[str]:
     return [
         str(python),
@@ -219,14 +252,11 @@ def main() -> None:
 
     results: dict[str, dict[str, float]] = {}
     with ExitStack() as stack:
-        database_url = stack.enter_context(fresh_database(args.server_url))
-        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         baseline = stack.enter_context(baseline_build(args.baseline)) if args.baseline else None
-        pairs = Path(tmp) / "pairs.txt"
-        env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": SECRET}
-        subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, check=True, cwd=ROOT)
-        seed(database_url, args.users, 20, pairs)
-        load_env = {**env, "BENCH_FILE": str(pairs)}
+        # Each build gets a database migrated by its own migrations, seeded the same way.
+        current_env = stack.enter_context(prepared_database(Path(sys.executable), args))
+        baseline_env = stack.enter_context(prepared_database(baseline, args)) if baseline else None
+        env = {**os.environ, "JWT_SECRET": SECRET}
 
         hello_port = free_port()
         hello = [
@@ -245,25 +275,26 @@ def main() -> None:
                 results[f"hello world ({workers}w)"] = measure(
                     f"http://127.0.0.1:{hello_port}/", args, env, None
                 )
-            builds = [("", sys.executable)]
-            if baseline is not None:
-                builds.append((f"{args.baseline} ", str(baseline)))
-            for label, python in builds:
+            builds = [("", Path(sys.executable), current_env)]
+            if baseline is not None and baseline_env is not None:
+                builds.append((f"{args.baseline} ", baseline, baseline_env))
+            for label, python, build_env in builds:
                 port = free_port()
                 command = _service_command(python, port, workers, args.log_level)
-                with serve(command, f"http://127.0.0.1:{port}/healthz", env):
+                with serve(command, f"http://127.0.0.1:{port}/healthz", build_env):
                     base_url = f"http://127.0.0.1:{port}"
-                    results |= measure_endpoints(f"{label}({workers}w)", base_url, args, load_env)
+                    results |= measure_endpoints(f"{label}({workers}w)", base_url, args, build_env)
             if args.psycopg3:
                 port = free_port()
                 uvicorn_app = [sys.executable, "-m", "uvicorn", "async_app:app", "--port"]
                 command = [*uvicorn_app, str(port), "--workers", str(workers)]
                 command += ["--log-level", "warning", "--no-access-log"]
-                app_env = {**env, "PYTHONPATH": str(ROOT), "BENCH_LOG_LEVEL": args.log_level}
+                app_env = {**current_env, "PYTHONPATH": str(ROOT)}
+                app_env["BENCH_LOG_LEVEL"] = args.log_level
                 with serve(command, f"http://127.0.0.1:{port}/healthz", app_env):
                     base_url = f"http://127.0.0.1:{port}"
                     label = f"psycopg3 ({workers}w)"
-                    results |= measure_endpoints(label, base_url, args, app_env | load_env)
+                    results |= measure_endpoints(label, base_url, args, app_env)
 
     report(results, args)
 

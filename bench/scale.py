@@ -20,7 +20,15 @@ import time
 import httpx
 import jwt
 import psycopg2
-from run import ROOT, SECRET, add_server_argument, free_port, fresh_database, serve
+from run import (
+    ROOT,
+    SECRET,
+    add_server_argument,
+    free_port,
+    fresh_database,
+    serve,
+    service_role_url,
+)
 
 HEAVY = "11111111-1111-4111-8111-111111111111"
 
@@ -107,6 +115,8 @@ def run(
         seed(database_url, users, per_user, heavy)
         port = free_port()
         command = [sys.executable, "-m", "service", "serve", "--no-migrate", "--port", str(port)]
+        # Served as a role that row-level security binds, as deployed.
+        env["DATABASE_URL"] = service_role_url(database_url)
         with serve(command, f"http://127.0.0.1:{port}/healthz", env):
             return measure(f"http://127.0.0.1:{port}", requests)
 

@@ -7,11 +7,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import make_url
+from sqlalchemy import NullPool, create_engine, make_url, text
 
 from service.auth import issue_token
-from service.config import ConfigError, Settings
-from service.db import migrate
+from service.config import ConfigError, Settings, driver_url
+from service.db import ROLE_QUERY, migrate, rls_bypass_problem
 from service.embedded import resolve, with_embedded_secret
 from service.middleware import logging_config
 
@@ -30,11 +30,11 @@ def _serve(args: argparse.Namespace) -> None:
     settings = resolve(original)
     settings.check()  # refuse to start without strong secrets, before binding a port
     url = settings.require_database_url()
+    _check_role(settings)
     if not args.no_migrate:
-        migrate(settings.migration_url())
+        migrate(settings.migration_url(), grant_to=settings.service_role_to_grant())
     # The app factory (in this process or in each worker) reads its settings from the
-    # environment;
-    # in embedded mode, hand them the database that was started and the stored secret.
+    # environment; in embedded mode, hand them the database that was started and the secret.
     os.environ["DATABASE_URL"] = url
     if settings.jwt_secret is not None:
         os.environ["JWT_SECRET"] = settings.jwt_secret.get_secret_value()
@@ -59,9 +59,26 @@ def _serve(args: argparse.Namespace) -> None:
     )
 
 
+def _check_role(settings: Settings) -> None:
+    """Refuse to serve as a role that row-level security does not bind (unless allowed)."""
+    engine = create_engine(
+        driver_url(settings.require_database_url(), "psycopg2", "DATABASE_URL"),
+        poolclass=NullPool,
+    )
+    try:
+        with engine.connect() as connection:
+            problem = rls_bypass_problem(*connection.execute(text(ROLE_QUERY)).one())
+    finally:
+        engine.dispose()
+    if problem and not settings.db_allow_rls_bypass:
+        raise ConfigError(problem)
+    if problem:
+        print(f"tasks-api: warning: DB_ALLOW_RLS_BYPASS is set: {problem}", file=sys.stderr)
+
+
 def _migrate(_: argparse.Namespace) -> None:
     settings = resolve(Settings())
-    migrate(settings.migration_url())
+    migrate(settings.migration_url(), grant_to=settings.service_role_to_grant())
     print("database schema is up to date")
 
 

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # default: PgBouncer before 1.21 (and Neon's pooler unless configured) in transaction mode
     # hands each transaction a different server connection, where the statement is unknown.
     db_prepare_threshold: int | None = Field(default=None, ge=0)
+    # Serve even with a database role that row-level security does not bind (a superuser,
+    # BYPASSRLS, Neon's neon_superuser): the database then no longer backs the owner filters.
+    db_allow_rls_bypass: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -137,12 +140,27 @@ class Settings(BaseSettings):
             return driver_url(self.migration_database_url, "psycopg2", "MIGRATION_DATABASE_URL")
         return driver_url(self.require_database_url(), "psycopg2", "DATABASE_URL")
 
+    def service_role_to_grant(self) -> str | None:
+        """DATABASE_URL's role, when migrations run as another: migrations give it exactly
+        what the request path needs (SELECT, INSERT, UPDATE, DELETE on the two tables)."""
+        if self.migration_database_url is None or self.database_url is None:
+            return None
+        service, owner = _user_of(self.database_url), _user_of(self.migration_database_url)
+        return service if service is not None and service != owner else None
+
 
 # Users write one `postgresql://` URL; each part of the service picks its own driver here:
 # psycopg 3 (async) for requests, psycopg2 for migrations, the command line and fixtures.
 _POSTGRES_SCHEMES = frozenset(
     {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
 )
+
+
+def _user_of(raw: str) -> str | None:
+    try:
+        return make_url(raw).username
+    except ArgumentError:
+        return None
 
 
 def driver_url(raw: str, driver: Literal["psycopg", "psycopg2"], setting: str) -> URL:

@@ -15,28 +15,32 @@ Invariants of the request path:
 """
 
 import asyncio
+import collections
+import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from fastapi import Depends, Request
+from psycopg.pq import ExecStatus
 from sqlalchemy import NullPool, Result, Row, create_engine, event, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, ExecutionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.expression import Executable
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from service.config import Settings, driver_url
-from service.state import state_of
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK_KEY = 0x7461736B73  # "tasks"
@@ -75,6 +79,8 @@ def create_db_engine(settings: Settings) -> AsyncEngine:
     )
     if settings.db_ping_idle_seconds > 0:
         _ping_when_idle(engine, settings.db_ping_idle_seconds)
+    _refuse_roles_that_bypass_rls(engine, allow=settings.db_allow_rls_bypass)
+    event.listen(engine.sync_engine, "do_execute", _execute_as_row_owner)
     return engine
 
 
@@ -106,6 +112,96 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
             raise DisconnectionError from error
 
 
+# What the service's role may not be: row-level security does not bind it. On Neon, roles made
+# in the Console, CLI or API belong to neon_superuser, which bypasses RLS as well.
+ROLE_QUERY = (
+    "SELECT current_user AS role, rolsuper AS superuser, rolbypassrls AS bypassrls, "
+    "EXISTS (SELECT 1 FROM pg_roles AS neon WHERE neon.rolname = 'neon_superuser' "
+    "AND pg_has_role(current_user, neon.oid, 'MEMBER')) AS neon_superuser "
+    "FROM pg_roles WHERE rolname = current_user"
+)
+
+
+class RoleBypassesRowSecurity(Exception):
+    """The service's database role is not bound by row-level security."""
+
+
+def rls_bypass_problem(role: str, superuser: bool, bypassrls: bool, neon_superuser: bool) -> str:
+    """Why `role` must not serve requests, or "" when it may."""
+    if superuser:
+        what = "is a superuser"
+    elif bypassrls:
+        what = "has BYPASSRLS"
+    elif neon_superuser:
+        what = "is a member of neon_superuser (every role made in Neon's Console, CLI or API is)"
+    else:
+        return ""
+    return (
+        f"the database role {role!r} {what}, so row-level security does not bind it. Connect "
+        "with a role created by SQL with NOSUPERUSER NOBYPASSRLS and only SELECT, INSERT, "
+        "UPDATE, DELETE on users and tasks (docs/DEPLOY.md, 'Least privilege'), or set "
+        "DB_ALLOW_RLS_BYPASS=1 to run anyway"
+    )
+
+
+def _refuse_roles_that_bypass_rls(engine: AsyncEngine, *, allow: bool) -> None:
+    """Check every new connection's role: a role that RLS does not bind is never used, unless
+    DB_ALLOW_RLS_BYPASS says so (and then every new connection says so in the log)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _check_role(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(ROLE_QUERY)
+        problem = rls_bypass_problem(*cursor.fetchone())
+        cursor.close()
+        if not problem:
+            return
+        if allow:
+            log.warning("DB_ALLOW_RLS_BYPASS is set: %s", problem)
+            return
+        dbapi_connection.close()
+        raise RoleBypassesRowSecurity(problem)
+
+
+# The request's user, for the row-level security policies (migration 0002). Transaction-local:
+# it ends with the statement's transaction, so a pooled connection carries nothing over.
+_SET_ROW_OWNER = "SELECT set_config('tasks_api.user_id', %s, true)"
+# The execution option that names it, set by RequestDatabase for a signed-in user.
+ROW_OWNER = "tasks_api_row_owner"
+
+
+def _execute_as_row_owner(
+    cursor: Any, statement: str, parameters: Any, context: ExecutionContext
+) -> bool:
+    """SQLAlchemy's do_execute hook: a statement with a row owner runs with the owner set."""
+    owner = context.execution_options.get(ROW_OWNER)
+    if owner is None:
+        return False  # SQLAlchemy executes it as usual
+    await_only(_pipelined_as(owner, cursor, statement, parameters))
+    return True
+
+
+async def _pipelined_as(owner: str, cursor: Any, statement: str, parameters: Any) -> None:
+    """`set_config` and the statement in one round trip and one transaction.
+
+    In pipeline mode psycopg sends both, then a single Sync; everything before a Sync is one
+    implicit transaction on the server, so the transaction-local setting holds for the
+    statement and ends with it. `cursor` is SQLAlchemy's adapter around psycopg's cursor:
+    the statement runs on psycopg's cursor, and its rows are handed to the adapter the way the
+    adapter's own execute would (pinned by sqlalchemy<2.2; the RLS tests fail if it changes).
+    """
+    driver_cursor = cursor._cursor
+    connection = driver_cursor.connection
+    async with connection.pipeline():
+        # One cursor for both: in a pipeline each result is handed to its cursor in order,
+        # so the statement's result is the one the cursor holds at the end.
+        await driver_cursor.execute(_SET_ROW_OWNER, (owner,))
+        await driver_cursor.execute(statement, parameters)
+    result = driver_cursor.pgresult
+    if result is not None and result.status == ExecStatus.TUPLES_OK:
+        cursor._rows = collections.deque(await driver_cursor.fetchall())
+
+
 @dataclass(frozen=True, slots=True)
 class Database:
     """The request path's PostgreSQL: one per process."""
@@ -122,9 +218,11 @@ class Database:
             statement_seconds=settings.db_statement_timeout_ms / 1000 or None,
         )
 
-    def for_request(self, arrived_at: float) -> "RequestDatabase":
-        """Database access for a request that arrived at `arrived_at` (time.monotonic())."""
-        return RequestDatabase(self, arrived_at + self.request_seconds)
+    def for_request(self, arrived_at: float, owner: uuid.UUID | None) -> "RequestDatabase":
+        """Database access for a request that arrived at `arrived_at` (time.monotonic()), on
+        behalf of `owner`: row-level security lets its statements reach that user's rows
+        only, and with no owner, no user's rows."""
+        return RequestDatabase(self, arrived_at + self.request_seconds, owner)
 
 
 # Statements cancelled at their deadline finish (or are closed) in the background; kept here so
@@ -141,11 +239,13 @@ def _forget(task: "asyncio.Task[Any]") -> None:
 class RequestDatabase:
     """One request's access to the database, within the request's budget."""
 
-    __slots__ = ("_database", "_deadline")
+    __slots__ = ("_database", "_deadline", "_options", "_owner")
 
-    def __init__(self, database: Database, deadline: float) -> None:
+    def __init__(self, database: Database, deadline: float, owner: uuid.UUID | None) -> None:
         self._database = database
         self._deadline = deadline
+        self._owner = None if owner is None else str(owner)
+        self._options = {} if owner is None else {ROW_OWNER: str(owner)}
 
     async def one_or_none(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -170,10 +270,11 @@ class RequestDatabase:
         `AsyncConnection.run_sync` does), without a separate hop for each of the four.
         """
         engine = self._database.engine.sync_engine
+        options = self._options
 
         def checked_out() -> T:
             with engine.connect() as connection:
-                return fetch(connection.execute(statement, parameters))
+                return fetch(connection.execute(statement, parameters, execution_options=options))
 
         statement_seconds = self._database.statement_seconds
         deadline = self._deadline
@@ -184,34 +285,27 @@ class RequestDatabase:
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """`work` in one READ COMMITTED transaction: committed if it returns, else rolled back.
 
-        Each statement in it is bounded by DB_STATEMENT_TIMEOUT_MS on the server (a
-        transaction-local setting, so nothing outlives the transaction on a pooled
-        connection), and the whole by the request's budget.
+        Row-level security binds it to the request's user, each statement in it is bounded by
+        DB_STATEMENT_TIMEOUT_MS on the server, and the whole by the request's budget. Costs
+        one round trip more than the single-statement path, for the settings.
         """
 
         async def unit() -> T:
             async with self._database.engine.connect() as autocommit:
                 connection = await autocommit.execution_options(isolation_level="READ COMMITTED")
                 async with connection.begin():
-                    if self._database.statement_seconds is not None:
-                        milliseconds = str(int(self._database.statement_seconds * 1000))
-                        await connection.execute(
-                            text("SELECT set_config('statement_timeout', :ms, true)"),
-                            {"ms": milliseconds},
-                        )
+                    # Both transaction-local: nothing outlives the transaction.
+                    milliseconds = int((self._database.statement_seconds or 0) * 1000)
+                    await connection.execute(
+                        text(
+                            "SELECT set_config('statement_timeout', :ms, true), "
+                            "set_config('tasks_api.user_id', :owner, true)"
+                        ),
+                        {"ms": str(milliseconds), "owner": self._owner or ""},
+                    )
                     return await work(connection)
 
         return await _before(self._deadline, unit())
-
-
-async def request_database(request: Request) -> RequestDatabase:
-    """The request's database access; no I/O until a handler runs a statement."""
-    # RequestContext stamps each request's arrival; a request that bypassed it starts now.
-    arrived_at: float = request.scope.get("state", {}).get("arrived_at") or time.monotonic()
-    return state_of(request).database.for_request(arrived_at)
-
-
-DatabaseDep = Annotated[RequestDatabase, Depends(request_database)]
 
 
 def _first(result: Result[Any]) -> Row[Any] | None:
@@ -264,11 +358,12 @@ def describe_database_error(error: BaseException) -> str:
     return f"{type(cause).__name__}: {message or 'no message'}"
 
 
-def migrate(url: str | URL) -> None:
+def migrate(url: str | URL, *, grant_to: str | None = None) -> None:
     """Bring the schema to the newest revision; safe when several processes start at once.
 
     A transaction-scoped advisory lock serialises concurrent migrators: the first applies
     the revisions, the others wait, then find nothing left to do. Synchronous, on psycopg2.
+    `grant_to` names the service's role, given only what the request path needs.
     """
     if isinstance(url, str):
         url = driver_url(url, "psycopg2", "DATABASE_URL")
@@ -281,6 +376,12 @@ def migrate(url: str | URL) -> None:
             config.set_main_option("script_location", str(files("service") / "migrations"))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            if grant_to is not None:
+                role = connection.dialect.identifier_preparer.quote(grant_to)
+                connection.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+                connection.execute(
+                    text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON users, tasks TO {role}")
+                )
             connection.commit()
     finally:
         engine.dispose()

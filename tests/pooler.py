@@ -67,12 +67,14 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> No
 
 
 @contextmanager
-def pgbouncer(database_url: str, *, client_password: str | None = None) -> Iterator[str]:
+def pgbouncer(
+    database_url: str, *, client_password: str | None = None, pool_size: int = 20
+) -> Iterator[str]:
     """PgBouncer (transaction mode) on a free loopback port in front of `database_url`'s
     server; yields the same database's URL through it.
 
     With `client_password`, clients must log in with it (as the server's user), as they must
-    on Neon; otherwise any client gets in.
+    on Neon; otherwise any client gets in. `pool_size` server connections serve all clients.
     """
     binary = pgbouncer_binary()
     target = make_url(database_url)
@@ -102,7 +104,7 @@ def pgbouncer(database_url: str, *, client_password: str | None = None) -> Itera
             f"auth_type = {auth}\n"
             f"auth_file = {users}\n"
             "pool_mode = transaction\n"
-            "default_pool_size = 20\n"
+            f"default_pool_size = {pool_size}\n"
             "max_client_conn = 500\n"
             # Reconnect to a server that came back within a second, not the stock 15.
             "server_login_retry = 1\n"

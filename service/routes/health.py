@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from starlette.responses import Response
 
-from service.db import DatabaseDep
+from service.deps import ProbeDatabaseDep
 from service.responses import json_response
 
 router = APIRouter(tags=["operations"])
@@ -17,7 +17,7 @@ async def health() -> Response:
 
 
 @router.get("/readyz", operation_id="getReadiness")
-async def readiness(db: DatabaseDep) -> Response:
+async def readiness(db: ProbeDatabaseDep) -> Response:
     """200 when the database answers; a database error becomes a 503 problem."""
     await db.one_or_none(text("SELECT 1"))
     return json_response({"status": "ok"})

@@ -5,7 +5,6 @@ thread, and the connection goes back to the pool before the response is built.
 """
 
 import uuid
-from functools import cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -19,6 +18,7 @@ from sqlalchemy import (
     literal_column,
     not_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -27,7 +27,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from starlette.responses import Response
 
 from service.auth import CurrentUser, Principal, authenticate
-from service.db import DatabaseDep
+from service.deps import DatabaseDep
 from service.errors import TaskNotFound
 from service.models import (
     TaskCreate,
@@ -56,70 +56,88 @@ ReplaceBody = Annotated[TaskReplace, Depends(json_body(TaskReplace))]
 UpdateBody = Annotated[TaskUpdate, Depends(json_body(TaskUpdate))]
 
 
-# Statements are built once, with bound parameters, and reused: building a SQLAlchemy
-# statement and its cache key costs more than the database round trip it makes.
-# (Named apart from the columns: SQLAlchemy reserves column names for VALUES and SET.)
-_MINE = tasks.user_id == bindparam("owner")
-# The one way to address a task: by id *and* owner, so a foreign task is a missing one.
-_OWNED = (tasks.id == bindparam("task_id")) & _MINE
 # Strictly increasing even for two changes within one clock tick.
 _BUMPED_UPDATED_AT: ColumnElement[Any] = literal_column(
     "greatest(clock_timestamp(), tasks.updated_at + interval '1 microsecond')"
 )
 
-_GET = select(tasks_table).where(_OWNED)
-_TOGGLE = (
-    update(tasks_table)
-    .where(_OWNED)
-    .values(completed=not_(tasks.completed), updated_at=_BUMPED_UPDATED_AT)
-    .returning(tasks.completed)
-)
-_DELETE = delete(tasks_table).where(_OWNED).returning(tasks.id)
-_CREATE = (
-    insert(tasks_table)
-    .values(
-        id=bindparam("new_id"),
-        user_id=bindparam("owner"),
-        title=bindparam("new_title"),
-        # One value for both: separate defaults would read the clock twice.
-        created_at=func.statement_timestamp(),
-        updated_at=func.statement_timestamp(),
-    )
-    .returning(*tasks_table.c)
-    # The user row is created in the same statement as the first task, so tasks.user_id is
-    # a real foreign key without a user lookup on every request.
-    .add_cte(
-        insert(users_table)
-        .values(id=bindparam("owner"))
-        .on_conflict_do_nothing()
-        .cte("ensure_user")
-    )
-)
+
+class Statements:
+    """Every statement the task routes run, built once with bound parameters and reused:
+    building a SQLAlchemy statement and its cache key costs more than the round trip it makes.
+
+    Bound parameters are named apart from the columns, whose names SQLAlchemy reserves for
+    VALUES and SET. `owner_filter=False` is a test-only hook: it drops `user_id = :owner`
+    from every WHERE clause, to show that row-level security alone still keeps users apart
+    (tests/security/test_second_wall.py). The service never builds it.
+    """
+
+    def __init__(self, *, owner_filter: bool = True) -> None:
+        self._mine: ColumnElement[bool] = (
+            tasks.user_id == bindparam("owner") if owner_filter else true()
+        )
+        # The one way to address a task: by id *and* owner, so a foreign task is a missing one.
+        self._owned = (tasks.id == bindparam("task_id")) & self._mine
+        self.get = select(tasks_table).where(self._owned)
+        self.toggle = (
+            update(tasks_table)
+            .where(self._owned)
+            .values(completed=not_(tasks.completed), updated_at=_BUMPED_UPDATED_AT)
+            .returning(tasks.completed)
+        )
+        self.delete = delete(tasks_table).where(self._owned).returning(tasks.id)
+        self.create = (
+            insert(tasks_table)
+            .values(
+                id=bindparam("new_id"),
+                user_id=bindparam("owner"),
+                title=bindparam("new_title"),
+                # One value for both: separate defaults would read the clock twice.
+                created_at=func.statement_timestamp(),
+                updated_at=func.statement_timestamp(),
+            )
+            .returning(*tasks_table.c)
+            # The user row is created in the same statement as the first task, so
+            # tasks.user_id is a real foreign key without a user lookup on every request.
+            .add_cte(
+                insert(users_table)
+                .values(id=bindparam("owner"))
+                .on_conflict_do_nothing()
+                .cte("ensure_user")
+            )
+        )
+        self._lists: dict[tuple[bool, bool], Select[Any]] = {}
+        self._updates: dict[frozenset[str], ReturningUpdate[Any]] = {}
+
+    def list(self, *, filtered: bool, after: bool) -> Select[Any]:
+        key = (filtered, after)
+        if key not in self._lists:
+            statement = select(tasks_table).where(self._mine)
+            if filtered:
+                statement = statement.where(tasks.completed == bindparam("completed"))
+            if after:
+                after_created_at = bindparam("after_created_at", type_=tasks.created_at.type)
+                after_id = bindparam("after_id", type_=tasks.id.type)
+                position = tuple_(tasks.created_at, tasks.id)
+                statement = statement.where(position > tuple_(after_created_at, after_id))
+            order = (tasks.created_at, tasks.id)
+            limit = bindparam("limit", type_=Integer())
+            self._lists[key] = statement.order_by(*order).limit(limit)
+        return self._lists[key]
+
+    def update(self, fields: frozenset[str]) -> ReturningUpdate[Any]:
+        if fields not in self._updates:
+            values: dict[str, Any] = {field: bindparam(f"new_{field}") for field in fields}
+            self._updates[fields] = (
+                update(tasks_table)
+                .where(self._owned)
+                .values(**values, updated_at=_BUMPED_UPDATED_AT)
+                .returning(*tasks_table.c)
+            )
+        return self._updates[fields]
 
 
-@cache
-def _list_statement(filtered: bool, after: bool) -> Select[Any]:
-    statement = select(tasks_table).where(_MINE)
-    if filtered:
-        statement = statement.where(tasks.completed == bindparam("completed"))
-    if after:
-        after_created_at = bindparam("after_created_at", type_=tasks.created_at.type)
-        after_id = bindparam("after_id", type_=tasks.id.type)
-        position = tuple_(tasks.created_at, tasks.id)
-        statement = statement.where(position > tuple_(after_created_at, after_id))
-    order = (tasks.created_at, tasks.id)
-    return statement.order_by(*order).limit(bindparam("limit", type_=Integer()))
-
-
-@cache
-def _update_statement(fields: frozenset[str]) -> ReturningUpdate[Any]:
-    values: dict[str, Any] = {field: bindparam(f"new_{field}") for field in sorted(fields)}
-    return (
-        update(tasks_table)
-        .where(_OWNED)
-        .values(**values, updated_at=_BUMPED_UPDATED_AT)
-        .returning(*tasks_table.c)
-    )
+statements = Statements()
 
 
 def _address(user: Principal, task_id: str) -> dict[str, Any]:
@@ -143,7 +161,9 @@ async def list_tasks(
     if query.cursor is not None:
         after_created_at, after_id = state.cursors.decode(user.user_id, query.cursor)
         parameters |= {"after_created_at": after_created_at, "after_id": after_id}
-    statement = _list_statement(query.completed is not None, query.cursor is not None)
+    statement = statements.list(
+        filtered=query.completed is not None, after=query.cursor is not None
+    )
     rows = await db.all(statement, parameters)
     page = rows[: query.limit]
     next_cursor = None
@@ -157,7 +177,7 @@ async def list_tasks(
 async def create_task(db: DatabaseDep, user: CurrentUser, body: CreateBody) -> Response:
     """Create a task."""
     parameters = {"new_id": uuid.uuid4(), "owner": user.user_id, "new_title": body.title}
-    row = await db.one_or_none(_CREATE, parameters)
+    row = await db.one_or_none(statements.create, parameters)
     assert row is not None  # noqa: S101 - INSERT … RETURNING returns the row it inserted
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
@@ -167,7 +187,7 @@ async def create_task(db: DatabaseDep, user: CurrentUser, body: CreateBody) -> R
 @router.get("/{id}", operation_id="getTask", dependencies=[NoQuery])
 async def get_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Read one task."""
-    row = await db.one_or_none(_GET, _address(user, id))
+    row = await db.one_or_none(statements.get, _address(user, id))
     if row is None:
         raise TaskNotFound
     return json_response(public_task(row))
@@ -176,7 +196,7 @@ async def get_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
 async def _update(
     db: DatabaseDep, user: Principal, task_id: str, values: dict[str, Any]
 ) -> Response:
-    statement = _update_statement(frozenset(values))
+    statement = statements.update(frozenset(values))
     new_values = {f"new_{field}": value for field, value in values.items()}
     row = await db.one_or_none(statement, {**new_values, **_address(user, task_id)})
     if row is None:
@@ -199,7 +219,7 @@ async def update_task(id: str, db: DatabaseDep, user: CurrentUser, body: UpdateB
 @router.patch("/{id}/complete", operation_id="toggleTaskCompletion", dependencies=[NoQuery])
 async def toggle_task_completion(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Flip a task's completion state in one atomic statement."""
-    row = await db.one_or_none(_TOGGLE, _address(user, id))
+    row = await db.one_or_none(statements.toggle, _address(user, id))
     if row is None:
         raise TaskNotFound
     return json_response({"success": True, "completed": row.completed})
@@ -208,6 +228,6 @@ async def toggle_task_completion(id: str, db: DatabaseDep, user: CurrentUser) ->
 @router.delete("/{id}", operation_id="deleteTask", dependencies=[NoQuery])
 async def delete_task(id: str, db: DatabaseDep, user: CurrentUser) -> Response:
     """Delete a task."""
-    if await db.one_or_none(_DELETE, _address(user, id)) is None:
+    if await db.one_or_none(statements.delete, _address(user, id)) is None:
         raise TaskNotFound
     return json_response({"success": True})

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.campaign import checks_run, run_schemathesis
+from tests.databases import as_service
 from tests.live import service_process
 from tests.tokens import SECRET
 
@@ -14,7 +15,7 @@ from tests.tokens import SECRET
 def test_cli_campaign_runs_every_phase_and_check_without_failures(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {"DATABASE_URL": database_url, "JWT_SECRET": SECRET}
+    env = {"DATABASE_URL": as_service(database_url), "JWT_SECRET": SECRET}
     with service_process("--no-migrate", env=env) as service:
         result = run_schemathesis(service.base_url, env, tmp_path, max_examples=25, seed=2026)
 

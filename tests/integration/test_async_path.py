@@ -12,7 +12,7 @@ from typing import Any
 import anyio.to_thread
 import httpx
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import Database
@@ -135,16 +135,19 @@ def test_a_transaction_commits_all_its_statements_or_none(
     service_database_url: str, db_engine: Engine
 ) -> None:
     marker = f"unit-of-work-{uuid.uuid4()}"
+    owner = uuid.uuid4()
     database = Database.from_settings(make_settings(service_database_url))
 
     async def write_two(connection: AsyncConnection) -> int:
-        insert = text("INSERT INTO users (id) VALUES (gen_random_uuid()) RETURNING id")
-        user_id = (await connection.execute(insert)).scalar_one()
+        # Row-level security holds inside a transaction too: only the owner's rows.
+        await connection.execute(
+            text("INSERT INTO users (id) VALUES (:user) ON CONFLICT DO NOTHING"), {"user": owner}
+        )
         await connection.execute(
             text(
                 "INSERT INTO tasks (id, user_id, title) VALUES (gen_random_uuid(), :user, :title)"
             ),
-            {"user": user_id, "title": marker},
+            {"user": owner, "title": marker},
         )
         return 2
 
@@ -153,7 +156,7 @@ def test_a_transaction_commits_all_its_statements_or_none(
         raise RuntimeError("the second step failed")
 
     async def run() -> None:
-        request = database.for_request(time.monotonic())
+        request = database.for_request(time.monotonic(), owner)
         assert await request.transaction(write_two) == 2
         with pytest.raises(RuntimeError):
             await request.transaction(write_then_fail)
@@ -180,7 +183,7 @@ def test_a_transactions_statements_are_bounded_by_the_statement_timeout(
     async def run() -> tuple[str, float]:
         started = time.monotonic()
         try:
-            await database.for_request(time.monotonic()).transaction(sleep)
+            await database.for_request(time.monotonic(), None).transaction(sleep)
         except Exception as error:
             return type(error).__name__, time.monotonic() - started
         finally:
@@ -190,3 +193,43 @@ def test_a_transactions_statements_are_bounded_by_the_statement_timeout(
     raised, took = anyio.run(run)
     assert raised == "OperationalError"  # the server cancelled it: QueryCanceled
     assert took < 1.5
+
+
+def test_each_operation_sends_one_statement(service_database_url: str) -> None:
+    alice = UserFactory.create()
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if conn.dialect.driver == "psycopg":  # the service's engine, not the tests' own
+            sent.append(statement)
+
+    app = create_app(make_settings(service_database_url))
+    event.listen(Engine, "before_cursor_execute", record)
+    counts: dict[str, int] = {}
+    try:
+        with serving(app) as url, httpx.Client(base_url=url) as api:
+            api.get("/readyz")  # the pool's first connection, and its one-time checks
+            operations: dict[str, Callable[[], httpx.Response]] = {
+                "create": lambda: api.post(
+                    "/api/tasks", json={"title": "t"}, headers=alice.headers
+                ),
+            }
+            task = TaskFactory.create(api=api, owner=alice)
+            path = f"/api/tasks/{task['id']}"
+            operations |= {
+                "list": lambda: api.get("/api/tasks", headers=alice.headers),
+                "get": lambda: api.get(path, headers=alice.headers),
+                "replace": lambda: api.put(
+                    path, json={"title": "r", "completed": True}, headers=alice.headers
+                ),
+                "patch": lambda: api.patch(path, json={"title": "p"}, headers=alice.headers),
+                "toggle": lambda: api.patch(f"{path}/complete", headers=alice.headers),
+                "delete": lambda: api.delete(path, headers=alice.headers),
+            }
+            for name, call in operations.items():
+                sent.clear()
+                assert call().status_code in (200, 201)
+                counts[name] = len(sent)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert counts == dict.fromkeys(operations, 1)

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from tests.databases import fresh_database_on
+from tests.databases import as_service, fresh_database_on, service_env
 from tests.live import cli, free_port, service_process
 from tests.tokens import SECRET, bearer
 
@@ -46,8 +46,9 @@ def test_serve_announces_address_database_and_tokens_without_the_password(
     database_url: str,
 ) -> None:
     # The test database trusts local connections, so any password gets in; it must not show.
-    with_password = make_url(database_url).set(password="hunter2-secret")
+    with_password = make_url(as_service(database_url)).set(password="hunter2-secret")
     env = {
+        **service_env(database_url),
         "DATABASE_URL": with_password.render_as_string(hide_password=False),
         "JWT_SECRET": SECRET,
     }
@@ -65,7 +66,7 @@ def test_serve_announces_address_database_and_tokens_without_the_password(
 
 
 def test_serve_with_two_workers(database_url: str) -> None:
-    env = {"DATABASE_URL": database_url, "JWT_SECRET": SECRET}
+    env = {"DATABASE_URL": as_service(database_url), "JWT_SECRET": SECRET}
     with service_process("--workers", "2", "--no-migrate", env=env) as service:
         token = _run("token", "--sub", "w", env=env).stdout.strip()
         statuses = {
@@ -90,7 +91,7 @@ def test_migrate_uses_migration_database_url_when_it_is_set(database_url: str) -
             versions = version.scalars().all()
         engine.dispose()
     assert result.returncode == 0, result.stderr
-    assert versions == ["0001"]
+    assert versions == ["0002"]
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,9 @@ def test_embedded_mode_serves_and_keeps_data_and_secret_across_restarts(tmp_path
 
     with service_process(env=env) as service:
         assert "embedded PostgreSQL" in service.output()
+        # The production shape from the first run: requests as a role RLS binds, not as the
+        # superuser that owns the data directory.
+        assert "database: postgresql://tasks_api@" in service.output()
         created = httpx.post(
             f"{service.base_url}/api/tasks", json={"title": "kept"}, headers=bearer(token())
         )

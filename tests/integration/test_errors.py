@@ -44,6 +44,12 @@ INVALID_BODIES: list[tuple[str, str, bytes, str]] = [
     ("title over 500 characters", "POST", b'{"title": "' + b"x" * 501 + b'"}', "#/title"),
     ("title with NUL", "POST", b'{"title": "a\\u0000b"}', "#/title"),
     ("title with a lone surrogate", "POST", b'{"title": "\\ud800"}', ""),
+    ("title with a line break inside", "POST", b'{"title": "two\\nlines"}', "#/title"),
+    ("title with an ANSI escape", "POST", b'{"title": "\\u001b[2J gone"}', "#/title"),
+    ("title with a C1 control", "PUT", b'{"title": "a\\u0085b", "completed": true}', "#/title"),
+    ("title with a bidi override", "POST", b'{"title": "abc\\u202edcb"}', "#/title"),
+    ("title with a bidi isolate", "PATCH", b'{"title": "a\\u2067b"}', "#/title"),
+    ("title with a noncharacter", "POST", b'{"title": "a\\uffffb"}', "#/title"),
     ("unknown field", "POST", b'{"title": "t", "priority": 1}', "#/priority"),
     ("replace without completed", "PUT", b'{"title": "t"}', "#/completed"),
     ("replace without title", "PUT", b'{"completed": true}', "#/title"),
@@ -210,7 +216,7 @@ def failing_api(settings: Any) -> Iterator[httpx.Client]:
         raise RuntimeError("SELECT secret FROM internals -- password=hunter2")
 
     async def bad_sql(request: Request) -> None:
-        database = state_of(request).database.for_request(time.monotonic())
+        database = state_of(request).database.for_request(time.monotonic(), None)
         await database.one_or_none(text("SELECT no_such_column FROM tasks"))
 
     def typed(count: int) -> dict[str, int]:

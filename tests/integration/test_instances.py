@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.databases import fresh_database_on
+from tests.databases import as_service, fresh_database_on, service_env
 from tests.live import RunningService, service_process
 from tests.pooler import pgbouncer
 from tests.tokens import SECRET, bearer, mint
@@ -25,16 +25,14 @@ def two_instances(database_url: str, route: str) -> Iterator[tuple[str, list[Run
     in transaction mode."""
     with fresh_database_on(database_url) as url, ExitStack() as stack:
         rendered = url.render_as_string(hide_password=False)
-        service_url = rendered
+        # Migrations as the owner, straight to the database (Neon's direct endpoint); requests
+        # as the service's role, directly or through the pooler.
+        env = {**service_env(rendered), "JWT_SECRET": SECRET}
         if route == "pgbouncer":
-            service_url = stack.enter_context(pgbouncer(rendered))
-        env = {"DATABASE_URL": service_url, "JWT_SECRET": SECRET}
-        # One migrates through DATABASE_URL, the other as recommended for Neon: through
-        # MIGRATION_DATABASE_URL, the direct endpoint.
-        direct_migrations = {**env, "MIGRATION_DATABASE_URL": rendered}
+            env["DATABASE_URL"] = stack.enter_context(pgbouncer(as_service(rendered)))
         services = [
             stack.enter_context(service_process(env=env)),
-            stack.enter_context(service_process("--workers", "2", env=direct_migrations)),
+            stack.enter_context(service_process("--workers", "2", env=env)),
         ]
         yield rendered, services
 
@@ -46,7 +44,7 @@ def test_concurrent_starts_migrate_once(two_instances: tuple[str, list[RunningSe
     with engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     engine.dispose()
-    assert [row[0] for row in versions] == ["0001"]
+    assert [row[0] for row in versions] == ["0002"]
 
 
 def _spread(services: list[RunningService], count: int, call: object) -> list[httpx.Response]:

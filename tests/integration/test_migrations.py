@@ -53,7 +53,27 @@ def test_concurrent_migrations_are_safe(empty_database: str) -> None:
     try:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version"))
-            assert version.scalars().all() == ["0001"]
+            assert version.scalars().all() == ["0002"]
         assert {"users", "tasks"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_row_level_security_is_enabled_and_forced_with_a_policy_per_table(
+    db_engine: Engine,
+) -> None:
+    with db_engine.connect() as connection:
+        tables = connection.execute(
+            text(
+                "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
+                "WHERE relname IN ('users', 'tasks') AND relkind = 'r'"
+            )
+        ).all()
+        policies = connection.execute(
+            text("SELECT tablename, policyname, cmd FROM pg_policies WHERE schemaname = 'public'")
+        ).all()
+    assert sorted(tuple(row) for row in tables) == [("tasks", True, True), ("users", True, True)]
+    assert sorted(tuple(row) for row in policies) == [
+        ("tasks", "tasks_of_the_current_user", "ALL"),
+        ("users", "users_of_the_current_user", "ALL"),
+    ]

@@ -13,10 +13,18 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from service.db import migrate
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.databases import SERVICE_CONNECTIONS, embedded_server, fresh_database_on, server_url
+from tests.databases import (
+    SERVICE_CONNECTIONS,
+    as_service,
+    embedded_server,
+    ensure_service_role,
+    fresh_database_on,
+    migrate_for_service,
+    server_url,
+    service_env,
+)
 from tests.live import service_process, serving
 from tests.pooler import pgbouncer
 from tests.tokens import SECRET, bearer, mint
@@ -25,6 +33,9 @@ from tests.tokens import SECRET, bearer, mint
 @pytest.fixture
 def own_database() -> Iterator[Any]:
     with embedded_server() as server:
+        admin = create_engine(make_url(server_url(server)), isolation_level="AUTOCOMMIT")
+        ensure_service_role(admin)
+        admin.dispose()
         yield server
 
 
@@ -54,9 +65,10 @@ def test_database_outage_is_503_within_5_seconds_and_recovers_without_restart(
 ) -> None:
     url = make_url(server_url(own_database)).render_as_string(hide_password=False)
     headers = bearer(mint())
+    env = {**service_env(url), "JWT_SECRET": SECRET}
     with (
-        reached(url, route) as service_url,
-        service_process(env={"DATABASE_URL": service_url, "JWT_SECRET": SECRET}) as service,
+        reached(as_service(url), route) as service_url,
+        service_process(env={**env, "DATABASE_URL": service_url}) as service,
         httpx.Client(base_url=service.base_url) as api,
     ):
         created = api.post("/api/tasks", json={"title": "survives"}, headers=headers)
@@ -91,7 +103,7 @@ def test_connections_the_database_dropped_while_idle_are_replaced_unnoticed(
     # A database of its own: terminating connections must not touch other tests' servers.
     with fresh_database_on(database_url) as own:
         database_url = own.render_as_string(hide_password=False)
-        migrate(database_url)
+        migrate_for_service(database_url)
         statuses, killed = _drop_idle_connections_then_call(database_url, idle_seconds, headers)
     assert killed >= 1
     assert statuses == [200] * 5
@@ -100,7 +112,7 @@ def test_connections_the_database_dropped_while_idle_are_replaced_unnoticed(
 def _drop_idle_connections_then_call(
     database_url: str, idle_seconds: float, headers: dict[str, str]
 ) -> tuple[list[int], int]:
-    settings = make_settings(database_url, db_ping_idle_seconds=idle_seconds)
+    settings = make_settings(as_service(database_url), db_ping_idle_seconds=idle_seconds)
     with serving(create_app(settings)) as url, httpx.Client(base_url=url) as api:
         assert api.get("/api/tasks", headers=headers).status_code == 200
         # What a database restart, or Neon suspending an idle compute, does to a pool.

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, create_engine, text
 
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.databases import SERVICE_CONNECTIONS, fresh_database_on
+from tests.databases import SERVICE_CONNECTIONS, as_service, fresh_database_on, service_env
 from tests.factories import ApiUser, TaskFactory
 from tests.live import service_process, serving
 from tests.pooler import pgbouncer
@@ -43,7 +43,7 @@ def assert_unavailable(response: httpx.Response) -> None:
 def frozen_database(database_url: str, route: str) -> Iterator[tuple[StallingProxy, str]]:
     """A proxy that can freeze the database, and the URL the service uses: the proxy itself, or
     PgBouncer in transaction mode in front of it (so the pooler's server connections freeze)."""
-    with StallingProxy(database_url).running() as proxy:
+    with StallingProxy(as_service(database_url)).running() as proxy:
         frozen = proxy.url.render_as_string(hide_password=False)
         if route == "direct":
             yield proxy, frozen
@@ -181,7 +181,7 @@ def test_a_full_pool_and_a_statement_past_its_timeout_are_503_not_hangs(
 ) -> None:
     task, _ = locked_task
     settings = make_settings(
-        database_url,
+        as_service(database_url),
         db_pool_size=1,
         db_pool_timeout_seconds=0.5,
         db_statement_timeout_ms=1500,
@@ -208,7 +208,7 @@ def test_sigterm_lets_in_flight_requests_finish_and_closes_the_pool(database_url
     headers = bearer(mint())
     with fresh_database_on(database_url) as own:
         url = own.render_as_string(hide_password=False)
-        env = {"DATABASE_URL": url, "JWT_SECRET": SECRET}
+        env = {**service_env(url), "JWT_SECRET": SECRET}
         with service_process(env=env) as service:
             task = httpx.post(
                 f"{service.base_url}/api/tasks", json={"title": "t"}, headers=headers

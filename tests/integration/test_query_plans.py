@@ -13,10 +13,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine, event, make_url, text
 
-from service.db import migrate
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.databases import fresh_database_on
+from tests.databases import as_service, fresh_database_on, migrate_for_service
 from tests.live import serving
 from tests.tokens import bearer, mint
 
@@ -27,7 +26,7 @@ USERS, TASKS_PER_USER, HEAVY_USER_TASKS = 400, 50, 20_000
 def seeded_url(database_url: str) -> Iterator[str]:
     with fresh_database_on(database_url) as url:
         rendered = url.render_as_string(hide_password=False)
-        migrate(rendered)
+        migrate_for_service(rendered)
         engine = create_engine(rendered)
         with engine.begin() as connection:
             connection.execute(
@@ -49,7 +48,7 @@ def seeded_url(database_url: str) -> Iterator[str]:
 
 
 def test_every_statement_the_service_issues_uses_an_index(seeded_url: str) -> None:
-    app = create_app(make_settings(seeded_url))
+    app = create_app(make_settings(as_service(seeded_url)))
     issued: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -60,13 +59,13 @@ def test_every_statement_the_service_issues_uses_an_index(seeded_url: str) -> No
     # Every engine's statements, the service's (on psycopg 3) among them, while it is served.
     event.listen(Engine, "before_cursor_execute", record)
     try:
-        _walk_every_operation(app, seeded_url, heavy)
+        heavy_user_id = _walk_every_operation(app, seeded_url, heavy)
     finally:
         event.remove(Engine, "before_cursor_execute", record)
-    _explain_each(seeded_url, dict(issued))
+    _explain_each(seeded_url, heavy_user_id, dict(issued))
 
 
-def _walk_every_operation(app: FastAPI, seeded_url: str, heavy: dict[str, str]) -> None:
+def _walk_every_operation(app: FastAPI, seeded_url: str, heavy: dict[str, str]) -> str:
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
         first = api.post("/api/tasks", json={"title": "first"}, headers=heavy).json()
         _seed_heavy_user(seeded_url, first["user_id"])
@@ -82,14 +81,19 @@ def _walk_every_operation(app: FastAPI, seeded_url: str, heavy: dict[str, str]) 
         api.patch(task, json={"title": "u"}, headers=heavy)
         api.patch(f"{task}/complete", headers=heavy)
         api.delete(task, headers=heavy)
+    return str(first["user_id"])
 
 
-def _explain_each(seeded_url: str, statements: dict[str, Any]) -> None:
-    """EXPLAIN each statement with its parameters, on psycopg 3 as the service sent it."""
+def _explain_each(seeded_url: str, user_id: str, statements: dict[str, Any]) -> None:
+    """EXPLAIN each statement with its parameters, on psycopg 3 as the service sent it: as
+    the service's role, for the heavy user, so the row-level security policy is planned too."""
     assert len(statements) >= 7
-    engine = create_engine(make_url(seeded_url).set(drivername="postgresql+psycopg"))
+    service = make_url(as_service(seeded_url)).set(drivername="postgresql+psycopg")
+    engine = create_engine(service)
     try:
-        with engine.connect() as connection:
+        with engine.begin() as connection:
+            as_user = text("SELECT set_config('tasks_api.user_id', :user_id, true)")
+            connection.execute(as_user, {"user_id": user_id})
             raw = connection.connection.dbapi_connection
             assert raw is not None
             with raw.cursor() as cursor:

@@ -185,12 +185,12 @@ def keys() -> Iterator[Keys]:
 
 
 @pytest.fixture(scope="module")
-def hardened(database_url: str, keys: Keys) -> Iterator[httpx.Client]:
+def hardened(service_database_url: str, keys: Keys) -> Iterator[httpx.Client]:
     """The service with every verifier on and iss/aud enforced."""
     with JwksServer().running() as jwks:
         jwks.publish(keys.eddsa, keys.rsa)
         settings = make_settings(
-            database_url,
+            service_database_url,
             jwt_jwks_url=jwks.url,
             jwt_issuer=ISSUER,
             jwt_audience=AUDIENCE,

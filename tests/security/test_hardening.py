@@ -68,8 +68,8 @@ def test_errors_expose_no_framework_internals(api: httpx.Client, alice: ApiUser)
 
 
 @pytest.fixture(scope="module")
-def cors_api(database_url: str) -> Iterator[httpx.Client]:
-    settings = make_settings(database_url, cors_origins=[ALLOWED_ORIGIN])
+def cors_api(service_database_url: str) -> Iterator[httpx.Client]:
+    settings = make_settings(service_database_url, cors_origins=[ALLOWED_ORIGIN])
     with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         yield client
 
@@ -123,13 +123,13 @@ def test_without_cors_origins_no_cors_headers_are_sent(api: httpx.Client) -> Non
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_logs_of_a_full_lifecycle_hold_no_token_secret_or_title(database_url: str) -> None:
+def test_logs_of_a_full_lifecycle_hold_no_token_secret_or_title(service_database_url: str) -> None:
     """Run the real server (its own logging setup, at info level) through a lifecycle with
     failed authentication along the way, then search everything it wrote."""
     title = "confidential-title-7f1c"
     token = mint("log-watcher")
     forged = mint("log-watcher", secret="z" * 48)
-    env = {"DATABASE_URL": database_url, "JWT_SECRET": SECRET}
+    env = {"DATABASE_URL": service_database_url, "JWT_SECRET": SECRET}
     with service_process("--no-migrate", env=env, log_level="info") as service:
         with httpx.Client(base_url=service.base_url) as client:
             client.get("/api/tasks", headers=bearer(forged))
@@ -156,8 +156,8 @@ def test_logs_of_a_full_lifecycle_hold_no_token_secret_or_title(database_url: st
     assert any(e["status"] == 401 and e["user_id"] is None for e in access)
 
 
-def test_the_served_process_logs_json_lines_only(database_url: str) -> None:
-    env = {"DATABASE_URL": database_url, "JWT_SECRET": SECRET}
+def test_the_served_process_logs_json_lines_only(service_database_url: str) -> None:
+    env = {"DATABASE_URL": service_database_url, "JWT_SECRET": SECRET}
     with service_process("--no-migrate", env=env, log_level="info") as service:
         httpx.get(f"{service.base_url}/healthz")
         output = service.output()

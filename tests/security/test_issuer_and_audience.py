@@ -15,8 +15,8 @@ AUDIENCE = "https://tasks.example.com"
 
 
 @pytest.fixture(scope="module")
-def strict_api(database_url: str) -> Iterator[httpx.Client]:
-    settings = make_settings(database_url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+def strict_api(service_database_url: str) -> Iterator[httpx.Client]:
+    settings = make_settings(service_database_url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
     with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         yield client
 

@@ -24,9 +24,11 @@ BETTER_AUTH_URL = "https://app.example.com"
 
 
 @contextmanager
-def app_with_jwks(database_url: str, **overrides: Any) -> Iterator[tuple[httpx.Client, JwksServer]]:
+def app_with_jwks(
+    service_database_url: str, **overrides: Any
+) -> Iterator[tuple[httpx.Client, JwksServer]]:
     with JwksServer().running() as jwks:
-        settings = make_settings(database_url, jwt_jwks_url=jwks.url, **overrides)
+        settings = make_settings(service_database_url, jwt_jwks_url=jwks.url, **overrides)
         with serving(create_app(settings)) as url, httpx.Client(base_url=url) as api:
             yield api, jwks
 
@@ -38,10 +40,10 @@ def keys() -> dict[str, SigningKey]:
 
 @pytest.fixture
 def issuer(
-    database_url: str, keys: dict[str, SigningKey]
+    service_database_url: str, keys: dict[str, SigningKey]
 ) -> Iterator[tuple[httpx.Client, JwksServer]]:
     """HS256 and a JWKS side by side; an unknown kid may refetch every 0.2 s."""
-    with app_with_jwks(database_url, jwks_min_refresh_seconds=0.2) as (api, jwks):
+    with app_with_jwks(service_database_url, jwks_min_refresh_seconds=0.2) as (api, jwks):
         jwks.publish(*keys.values())
         yield api, jwks
 
@@ -56,14 +58,14 @@ def test_tokens_signed_by_a_published_key_are_accepted(
 
 
 def test_a_better_auth_token_works_with_the_readme_settings(
-    database_url: str,
+    service_database_url: str,
 ) -> None:
     # What Better Auth issues: EdDSA, kid, iss = aud = its base URL, a 32-character sub,
     # a 15-minute exp; and the README's settings for it.
     key = new_key("EdDSA")
     sub = "Qm8kN3tZb7VxR2pL9sYc4WfH6gJd1aEu"
     settings = {"jwt_issuer": BETTER_AUTH_URL, "jwt_audience": BETTER_AUTH_URL, "jwt_secret": None}
-    with app_with_jwks(database_url, cursor_secret="c" * 32, **settings) as (api, jwks):
+    with app_with_jwks(service_database_url, cursor_secret="c" * 32, **settings) as (api, jwks):
         jwks.publish(key)
         token = key.sign(claims(sub, lifetime=900, iss=BETTER_AUTH_URL, aud=BETTER_AUTH_URL))
         created = api.post("/api/tasks", json={"title": "from Better Auth"}, headers=bearer(token))
@@ -117,9 +119,9 @@ def test_rotation_a_new_key_is_picked_up_on_first_use(
 
 
 def test_a_flood_of_unknown_kids_fetches_at_most_once_per_interval(
-    database_url: str, keys: dict[str, SigningKey]
+    service_database_url: str, keys: dict[str, SigningKey]
 ) -> None:
-    with app_with_jwks(database_url, jwks_min_refresh_seconds=60) as (api, jwks):
+    with app_with_jwks(service_database_url, jwks_min_refresh_seconds=60) as (api, jwks):
         jwks.publish(keys["EdDSA"])
         api.get("/api/tasks", headers=bearer(keys["EdDSA"].sign(claims())))
         fetches_before = jwks.fetches
@@ -136,9 +138,9 @@ def test_a_flood_of_unknown_kids_fetches_at_most_once_per_interval(
 
 
 def test_jwks_down_with_no_cached_key_is_503_then_recovers_by_itself(
-    database_url: str, keys: dict[str, SigningKey]
+    service_database_url: str, keys: dict[str, SigningKey]
 ) -> None:
-    with app_with_jwks(database_url, jwks_min_refresh_seconds=0.2) as (api, jwks):
+    with app_with_jwks(service_database_url, jwks_min_refresh_seconds=0.2) as (api, jwks):
         jwks.publish(keys["ES256"])
         jwks.up = False
         token = keys["ES256"].sign(claims())
