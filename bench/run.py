@@ -320,6 +320,14 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
             one, two = results.get(f"{name}(1w)"), results.get(f"{name}(2w)")
             if one and two:
                 print(f"{name.strip()}: 2 workers / 1 worker = {two['rps'] / one['rps']:.2f}x")
+    if args.baseline:
+        for name, result in results.items():
+            endpoint, _, workers = name.rpartition(" (")
+            before = results.get(f"{endpoint} {args.baseline} ({workers}")
+            if before and args.baseline not in endpoint:
+                print(
+                    f"{name}: this build / {args.baseline} = {result['rps'] / before['rps']:.2f}x"
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

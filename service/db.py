@@ -9,6 +9,9 @@ Invariants of the request path:
 - It all happens within a budget counted from the request's arrival (DB_REQUEST_TIMEOUT_SECONDS),
   and each statement within DB_STATEMENT_TIMEOUT_MS. Past either the request is answered 503
   at once, while the statement is cancelled on the server in the background.
+- A signed-in user's statement runs with that user set for row-level security
+  (`tasks_api.user_id`), in the statement's own transaction and in the same round trip; the
+  role it runs as must be one that RLS binds (checked on every new connection).
 - Nothing depends on session state, so a transaction-mode pooler (PgBouncer, Neon's -pooler
   endpoints) can hand every statement to another server connection: no startup options, no
   session SET, no server-side prepared statements unless DB_PREPARE_THRESHOLD asks for them.

@@ -86,6 +86,27 @@ def ensure_service_role(admin: Engine) -> None:
                 connection.execute(text(create))
 
 
+# What migrations grant the service's role, and all it may hold: requests need no more.
+REQUEST_PRIVILEGES = frozenset(
+    (table, privilege)
+    for table in ("users", "tasks")
+    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+)
+
+
+def service_role_privileges(admin: Engine) -> set[tuple[str, str]]:
+    """(table, privilege) pairs SERVICE_ROLE holds in admin's database."""
+    with admin.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+                "WHERE grantee = :role"
+            ),
+            {"role": SERVICE_ROLE},
+        ).all()
+    return {(table, privilege) for table, privilege in rows}
+
+
 def as_service(admin_url: str | URL) -> str:
     """The same database, reached as SERVICE_ROLE: what a service under test is given."""
     url = make_url(admin_url).set(username=SERVICE_ROLE, password=SERVICE_PASSWORD)

@@ -12,7 +12,12 @@ from sqlalchemy import create_engine, make_url, text
 
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.databases import SERVICE_ROLE, as_service, fresh_database_on
+from tests.databases import (
+    REQUEST_PRIVILEGES,
+    as_service,
+    fresh_database_on,
+    service_role_privileges,
+)
 from tests.live import cli, service_process, serving
 from tests.tokens import SECRET, bearer, mint
 
@@ -111,18 +116,7 @@ def test_migrate_grants_the_service_role_what_requests_need_when_the_urls_differ
             cli("migrate"), env=env, capture_output=True, text=True, timeout=120, check=False
         )
         engine = create_engine(admin_url)
-        with engine.connect() as connection:
-            granted = connection.execute(
-                text(
-                    "SELECT table_name, privilege_type FROM information_schema.role_table_grants"
-                    " WHERE grantee = :role"
-                ),
-                {"role": SERVICE_ROLE},
-            ).all()
+        granted = service_role_privileges(engine)
         engine.dispose()
     assert result.returncode == 0, result.stderr
-    assert set(granted) == {
-        (table, privilege)
-        for table in ("users", "tasks")
-        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
-    }
+    assert granted == REQUEST_PRIVILEGES

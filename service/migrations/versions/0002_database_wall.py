@@ -30,8 +30,10 @@ _CHECKS = {
     "ck_tasks_title_characters": f"title !~ {_REFUSED}",
     "ck_tasks_updated_after_created": "updated_at >= created_at",
 }
-# The request's user, set per transaction by the service; unset or empty matches no row.
-_CURRENT_USER = "NULLIF(current_setting('tasks_api.user_id', true), '')::uuid"
+# The request's user, set per transaction by the service; unset or empty matches no row. A
+# scalar subquery, so PostgreSQL reads the setting once per statement (an InitPlan), not once
+# per row it checks.
+_CURRENT_USER = "(SELECT NULLIF(current_setting('tasks_api.user_id', true), '')::uuid)"
 
 
 def upgrade() -> None:
