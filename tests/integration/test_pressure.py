@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,15 +41,20 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 @contextmanager
 def frozen_database(database_url: str, route: str) -> Iterator[tuple[StallingProxy, str]]:
-    """A proxy that can freeze the database, and the URL the service uses: the proxy itself, or
-    PgBouncer in transaction mode in front of it (so the pooler's server connections freeze)."""
-    with StallingProxy(as_service(database_url)).running() as proxy:
-        frozen = proxy.url.render_as_string(hide_password=False)
-        if route == "direct":
-            yield proxy, frozen
-        else:
-            with pgbouncer(frozen) as pooled:
-                yield proxy, pooled
+    """A proxy that can freeze the database as the service sees it, and the URL the service
+    uses: the proxy in front of PostgreSQL, or in front of PgBouncer (transaction mode), as a
+    network path to Neon's pooled endpoint that stops answering.
+
+    Not PgBouncer in front of a frozen PostgreSQL: PgBouncer 1.18 (Debian's) crashes when a
+    client gives up on a cancel request it could not forward (pgbouncer/pgbouncer#801, fixed
+    in 1.20), and the service's statement deadline sends exactly such cancels.
+    """
+    with ExitStack() as stack:
+        target = as_service(database_url)
+        if route == "pgbouncer":
+            target = stack.enter_context(pgbouncer(target))
+        proxy = stack.enter_context(StallingProxy(target).running())
+        yield proxy, proxy.url.render_as_string(hide_password=False)
 
 
 @pytest.mark.both_routes
