@@ -133,8 +133,8 @@ class Settings(BaseSettings):
     def migration_url(self) -> URL:
         """Where migrations run (psycopg2): MIGRATION_DATABASE_URL, else DATABASE_URL.
 
-        On Neon that is the direct endpoint: the migration lock is session state that a
-        transaction-mode pooler cannot be trusted with across a migration's statements.
+        On Neon that is the direct endpoint, which Neon recommends for schema changes, as the
+        table owner, while DATABASE_URL is the pooled endpoint as a least-privilege role.
         """
         if self.migration_database_url is not None:
             return driver_url(self.migration_database_url, "psycopg2", "MIGRATION_DATABASE_URL")
