@@ -170,14 +170,14 @@ def _refuse_roles_that_bypass_rls(engine: AsyncEngine, *, allow: bool) -> None:
 # it ends with the statement's transaction, so a pooled connection carries nothing over.
 _SET_ROW_OWNER = "SELECT set_config('tasks_api.user_id', %s, true)"
 # The execution option that names it, set by RequestDatabase for a signed-in user.
-ROW_OWNER = "tasks_api_row_owner"
+_ROW_OWNER = "tasks_api_row_owner"
 
 
 def _execute_as_row_owner(
     cursor: Any, statement: str, parameters: Any, context: ExecutionContext
 ) -> bool:
     """SQLAlchemy's do_execute hook: a statement with a row owner runs with the owner set."""
-    owner = context.execution_options.get(ROW_OWNER)
+    owner = context.execution_options.get(_ROW_OWNER)
     if owner is None:
         return False  # SQLAlchemy executes it as usual
     await_only(_pipelined_as(owner, cursor, statement, parameters))
@@ -242,13 +242,13 @@ def _forget(task: "asyncio.Task[Any]") -> None:
 class RequestDatabase:
     """One request's access to the database, within the request's budget."""
 
-    __slots__ = ("_database", "_deadline", "_options", "_owner")
+    __slots__ = ("_database", "_deadline", "_options")
 
     def __init__(self, database: Database, deadline: float, owner: uuid.UUID | None) -> None:
         self._database = database
         self._deadline = deadline
-        self._owner = None if owner is None else str(owner)
-        self._options = {} if owner is None else {ROW_OWNER: str(owner)}
+        # The execution option the do_execute hook reads; empty for probes (no user).
+        self._options = {} if owner is None else {_ROW_OWNER: str(owner)}
 
     async def one_or_none(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -304,7 +304,7 @@ class RequestDatabase:
                             "SELECT set_config('statement_timeout', :ms, true), "
                             "set_config('tasks_api.user_id', :owner, true)"
                         ),
-                        {"ms": str(milliseconds), "owner": self._owner or ""},
+                        {"ms": str(milliseconds), "owner": self._options.get(_ROW_OWNER, "")},
                     )
                     return await work(connection)
 
