@@ -21,7 +21,7 @@ from service.main import create_app
 from tests.conftest import make_settings
 from tests.databases import SERVICE_CONNECTIONS, as_service, fresh_database_on, service_env
 from tests.factories import ApiUser, TaskFactory
-from tests.live import service_process, serving
+from tests.live import RunningService, service_process, serving
 from tests.pooler import pgbouncer
 from tests.proxy import StallingProxy
 from tests.tokens import SECRET, bearer, mint
@@ -40,10 +40,12 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 
 @contextmanager
-def frozen_database(database_url: str, route: str) -> Iterator[tuple[StallingProxy, str]]:
-    """A proxy that can freeze the database as the service sees it, and the URL the service
-    uses: the proxy in front of PostgreSQL, or in front of PgBouncer (transaction mode), as a
-    network path to Neon's pooled endpoint that stops answering.
+def served_on_a_freezable_database(
+    database_url: str, route: str
+) -> Iterator[tuple[StallingProxy, RunningService]]:
+    """`tasks-api serve`, and a proxy that can freeze the database as the service sees it: in
+    front of PostgreSQL, or in front of PgBouncer (transaction mode), as a network path to
+    Neon's pooled endpoint that stops answering.
 
     Not PgBouncer in front of a frozen PostgreSQL: PgBouncer 1.18 (Debian's) crashes when a
     client gives up on a cancel request it could not forward (pgbouncer/pgbouncer#801, fixed
@@ -54,7 +56,11 @@ def frozen_database(database_url: str, route: str) -> Iterator[tuple[StallingPro
         if route == "pgbouncer":
             target = stack.enter_context(pgbouncer(target))
         proxy = stack.enter_context(StallingProxy(target).running())
-        yield proxy, proxy.url.render_as_string(hide_password=False)
+        env = {"DATABASE_URL": proxy.url.render_as_string(hide_password=False)}
+        service = stack.enter_context(
+            service_process("--no-migrate", env=env | {"JWT_SECRET": SECRET})
+        )
+        yield proxy, service
 
 
 @pytest.mark.both_routes
@@ -62,29 +68,27 @@ def test_a_database_that_stops_answering_is_503_within_5_seconds_then_recovers(
     database_url: str, route: str
 ) -> None:
     headers = bearer(mint())
-    with frozen_database(database_url, route) as (proxy, service_url):
-        env = {"DATABASE_URL": service_url, "JWT_SECRET": SECRET}
-        with (
-            service_process("--no-migrate", env=env) as service,
-            httpx.Client(base_url=service.base_url, timeout=30) as api,
-        ):
-            task = api.post("/api/tasks", json={"title": "kept"}, headers=headers).json()
+    with (
+        served_on_a_freezable_database(database_url, route) as (proxy, service),
+        httpx.Client(base_url=service.base_url, timeout=30) as api,
+    ):
+        task = api.post("/api/tasks", json={"title": "kept"}, headers=headers).json()
 
-            proxy.stall()
-            for path in ("/api/tasks", f"/api/tasks/{task['id']}", "/readyz", "/api/tasks"):
-                response, took = _timed(lambda path=path: api.get(path, headers=headers))
-                assert_unavailable(response)
-                assert took < 5
-            assert api.get("/healthz").status_code == 200
+        proxy.stall()
+        for path in ("/api/tasks", f"/api/tasks/{task['id']}", "/readyz", "/api/tasks"):
+            response, took = _timed(lambda path=path: api.get(path, headers=headers))
+            assert_unavailable(response)
+            assert took < 5
+        assert api.get("/healthz").status_code == 200
 
-            proxy.resume()
-            deadline = time.monotonic() + 15
-            while api.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline, "did not recover"
-                time.sleep(0.2)
-            listed = api.get("/api/tasks", headers=headers).json()["tasks"]
-            assert [t["id"] for t in listed] == [task["id"]]
-            assert service.process.poll() is None
+        proxy.resume()
+        deadline = time.monotonic() + 15
+        while api.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "did not recover"
+            time.sleep(0.2)
+        listed = api.get("/api/tasks", headers=headers).json()["tasks"]
+        assert [t["id"] for t in listed] == [task["id"]]
+        assert service.process.poll() is None
 
 
 @dataclass
@@ -135,26 +139,24 @@ def test_200_concurrent_requests_against_a_frozen_database_all_get_503_within_5_
     database_url: str, route: str
 ) -> None:
     headers = bearer(mint())
-    with frozen_database(database_url, route) as (proxy, service_url):
-        env = {"DATABASE_URL": service_url, "JWT_SECRET": SECRET}
-        with service_process("--no-migrate", env=env) as service:
-            task = httpx.post(
-                f"{service.base_url}/api/tasks", json={"title": "kept"}, headers=headers
-            ).json()
-            operations = [
-                ("GET", "/api/tasks"),
-                ("GET", f"/api/tasks/{task['id']}"),
-                ("PATCH", f"/api/tasks/{task['id']}/complete"),
-                ("GET", "/readyz"),
-            ]
-            proxy.stall()
-            answers = _burst(service.base_url, operations * 50, headers)
+    with served_on_a_freezable_database(database_url, route) as (proxy, service):
+        task = httpx.post(
+            f"{service.base_url}/api/tasks", json={"title": "kept"}, headers=headers
+        ).json()
+        operations = [
+            ("GET", "/api/tasks"),
+            ("GET", f"/api/tasks/{task['id']}"),
+            ("PATCH", f"/api/tasks/{task['id']}/complete"),
+            ("GET", "/readyz"),
+        ]
+        proxy.stall()
+        answers = _burst(service.base_url, operations * 50, headers)
 
-            proxy.resume()
-            resumed = time.monotonic()
-            while httpx.get(f"{service.base_url}/api/tasks", headers=headers).status_code != 200:
-                assert time.monotonic() - resumed < 1, "did not recover within a second"
-                time.sleep(0.05)
+        proxy.resume()
+        resumed = time.monotonic()
+        while httpx.get(f"{service.base_url}/api/tasks", headers=headers).status_code != 200:
+            assert time.monotonic() - resumed < 1, "did not recover within a second"
+            time.sleep(0.05)
 
     assert len(answers) == 200
     for answer in answers:
