@@ -8,6 +8,8 @@ issuers. Each token goes to exactly one, chosen by its header, and each verifier
 its own algorithms, so an HMAC token can never be checked against a public key.
 """
 
+import base64
+import binascii
 import re
 import time
 import uuid
@@ -17,6 +19,7 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, Request
 
+from service import strict_json
 from service.config import ConfigError, Settings
 from service.errors import NotAuthenticated, ServiceUnavailable
 from service.jwks import JwksCache, KeysUnavailable
@@ -32,9 +35,12 @@ ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256", "PS256"})
 # for every request until it expires. A verified token is remembered for this long at most
 # (never past its `exp`), so a key dropped from the JWKS stops working within that time too.
 VERIFIED_TOKEN_SECONDS = 30
+# Bounded by count and by size: 10,000 tokens of the largest accepted size would be 80 MiB.
 VERIFIED_TOKEN_ENTRIES = 10_000
-_CANONICAL_UUID = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+VERIFIED_TOKEN_CHARS = 4 * 1024 * 1024
+# Matched with fullmatch: `$` would also match before a final newline.
+CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 
 
@@ -47,7 +53,7 @@ class Principal:
 
 def user_id_for(issuer: str, subject: str) -> uuid.UUID:
     """A `sub` in canonical UUID form is the user id; any other maps to a stable UUIDv5."""
-    if _CANONICAL_UUID.match(subject):
+    if CANONICAL_UUID.fullmatch(subject):
         return uuid.UUID(subject)
     return uuid.uuid5(uuid.uuid5(USER_NAMESPACE, issuer), subject)
 
@@ -56,19 +62,100 @@ def _invalid(detail: str = "The token is invalid.") -> NotAuthenticated:
     return NotAuthenticated(detail, token_presented=True)
 
 
+_JWS = jwt.PyJWS()
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# NumericDate (RFC 7519 section 2) is a JSON number of seconds; anything outside 1970 to
+# 9999 is not a date a token issuer means, and floats beyond it overflow date arithmetic.
+_LAST_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def _segment_json(token: str, index: int) -> dict[str, Any]:
+    """One base64url segment of a compact JWS, parsed as an I-JSON object."""
+    segments = token.split(".")
+    if len(segments) != 3 or not _BASE64URL.fullmatch(segments[index]):
+        raise _invalid()
+    try:
+        raw = base64.urlsafe_b64decode(segments[index] + "=" * (-len(segments[index]) % 4))
+        document = strict_json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise _invalid() from None
+    if not isinstance(document, dict):
+        raise _invalid()
+    return document
+
+
+def _claims(payload: bytes) -> dict[str, Any]:
+    """The verified payload, parsed as strictly as the header: a repeated claim is refused."""
+    try:
+        claims = strict_json.loads(payload)
+    except ValueError:
+        raise _invalid() from None
+    if not isinstance(claims, dict):
+        raise _invalid()
+    return claims
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _is_text(value: object) -> bool:
+    """A non-blank string of Unicode text without control characters: a JSON escape can
+    smuggle in a lone surrogate, and no issuer names a user with a newline in it."""
+    if not isinstance(value, str) or not value.strip() or _CONTROL.search(value):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(claims: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    if name not in claims:
+        if required:
+            raise _invalid()
+        return None
+    value = claims[name]
+    if not _is_text(value):
+        raise _invalid()
+    return str(value)
+
+
+def _numeric_date(claims: dict[str, Any], name: str, *, required: bool = False) -> float | None:
+    if name not in claims:
+        if required:
+            raise _invalid()
+        return None
+    value = claims[name]
+    # bool is an int in Python, and `true` is not a date.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid()
+    if not 0 <= value <= _LAST_NUMERIC_DATE:
+        raise _invalid()
+    return float(value)
+
+
 class TokenVerifier:
-    """Verifies signature and claims; `exp` and `sub` required, `nbf` honoured."""
+    """Verifies the signature with PyJWT, then the claims itself.
+
+    The header and the payload are parsed as I-JSON (`service.strict_json`): a repeated name
+    in either is refused, so the service never reads a token differently from a gateway that
+    keeps the first value. Claims are checked here rather than by PyJWT, which accepts `exp`
+    as a string and fails with an exception on one beyond a float's range: every registered
+    claim must have its RFC 7519 type and a sane value, or the token is a 401.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._hs256_key = settings.hs256_key()
+        jwks_url = settings.jwks_url()
         self._jwks = (
             JwksCache(
-                settings.jwt_jwks_url,
+                jwks_url,
                 ttl=settings.jwks_cache_seconds,
                 min_refresh=settings.jwks_min_refresh_seconds,
                 timeout=settings.jwks_fetch_timeout_seconds,
             )
-            if settings.jwt_jwks_url
+            if jwks_url
             else None
         )
         self._issuer = settings.jwt_issuer
@@ -76,6 +163,7 @@ class TokenVerifier:
         self._leeway = settings.jwt_leeway_seconds
         # token -> (principal, monotonic deadline); only ever holds tokens that verified.
         self._verified: dict[str, tuple[Principal, float]] = {}
+        self._verified_chars = 0
 
     async def verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
@@ -85,28 +173,72 @@ class TokenVerifier:
             return remembered[0]
         principal, expires_at = await self._verify(token)
         lifetime = min(VERIFIED_TOKEN_SECONDS, expires_at + self._leeway - time.time())
-        if len(self._verified) >= VERIFIED_TOKEN_ENTRIES:
-            self._verified.pop(next(iter(self._verified)))  # the oldest entry
-        self._verified[token] = (principal, time.monotonic() + lifetime)
+        self._remember(token, principal, time.monotonic() + lifetime)
         return principal
 
+    def _remember(self, token: str, principal: Principal, until: float) -> None:
+        if token in self._verified:  # an expired entry being renewed
+            self._verified_chars -= len(token)
+            del self._verified[token]
+        while self._verified and (
+            len(self._verified) >= VERIFIED_TOKEN_ENTRIES
+            or self._verified_chars + len(token) > VERIFIED_TOKEN_CHARS
+        ):
+            oldest = next(iter(self._verified))
+            self._verified_chars -= len(oldest)
+            del self._verified[oldest]
+        self._verified[token] = (principal, until)
+        self._verified_chars += len(token)
+
+    @property
+    def remembered(self) -> tuple[int, int]:
+        """How many verified tokens are remembered, and their total size in characters."""
+        return len(self._verified), self._verified_chars
+
     async def _verify(self, token: str) -> tuple[Principal, float]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise _invalid() from None
+        header = _segment_json(token, 0)
         # No JWS extension is understood here, so a token that demands one is refused
         # (RFC 7515 section 4.1.11). `jku`, `x5u` and `jwk` are simply never looked at.
         if "crit" in header:
             raise _invalid()
         key, algorithm = await self._key_for(header)
-        claims = self._decode(token, key, algorithm)
-        subject = claims["sub"]
-        issuer = claims.get("iss", "")
-        if not isinstance(subject, str) or not subject.strip() or not isinstance(issuer, str):
-            raise _invalid()
+        try:
+            signed = _JWS.decode_complete(token, key, algorithms=[algorithm])
+        except jwt.PyJWTError:
+            raise _invalid() from None
+        claims = _claims(signed["payload"])
+        self._check_claims(claims)
+        subject, issuer = claims["sub"], claims.get("iss", "")
         principal = Principal(user_id=user_id_for(issuer, subject), subject=subject, issuer=issuer)
         return principal, float(claims["exp"])
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        """The registered claims, each of its RFC 7519 type and in a sane range, then their
+        meaning: expiry, not-before, issued-at, issuer and audience."""
+        now = time.time()
+        expires = _numeric_date(claims, "exp", required=True)
+        not_before = _numeric_date(claims, "nbf")
+        issued_at = _numeric_date(claims, "iat")
+        _text(claims, "sub", required=True)
+        issuer = _text(claims, "iss")
+        _text(claims, "jti")
+        audience = claims.get("aud")
+        if "aud" in claims and not (
+            _is_text(audience)
+            or (isinstance(audience, list) and audience and all(map(_is_text, audience)))
+        ):
+            raise _invalid()
+        if expires is not None and expires <= now - self._leeway:
+            raise _invalid("The token has expired.")
+        for moment in (not_before, issued_at):
+            if moment is not None and moment > now + self._leeway:
+                raise _invalid("The token is not valid yet.")
+        if self._issuer is not None and issuer != self._issuer:
+            raise _invalid()
+        if self._audience is not None and self._audience not in (
+            [audience] if isinstance(audience, str) else audience or []
+        ):
+            raise _invalid()
 
     async def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
         algorithm = header.get("alg")
@@ -125,28 +257,6 @@ class TokenVerifier:
                 raise _invalid()
             return found.key, algorithm
         raise _invalid()
-
-    def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                issuer=self._issuer,
-                audience=self._audience,
-                leeway=self._leeway,
-                options={
-                    "require": ["exp", "sub"],
-                    # Auth libraries always set `aud`; without JWT_AUDIENCE it is not checked,
-                    # where PyJWT would otherwise reject every token that carries one.
-                    "verify_aud": self._audience is not None,
-                },
-            )
-        except jwt.ExpiredSignatureError:
-            raise _invalid("The token has expired.") from None
-        except jwt.PyJWTError:
-            raise _invalid() from None
-        return claims
 
 
 def issue_token(settings: Settings, subject: str, ttl_seconds: int, now: int) -> str:

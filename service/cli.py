@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import resource
 import signal
 import sys
 import time
@@ -26,6 +27,8 @@ def _describe_database(settings: Settings, original: Settings) -> str:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
 
+    from service.server import server_options  # noqa: PLC0415 - it imports uvicorn
+
     original = Settings()
     settings = resolve(original)
     settings.check()  # refuse to start without strong secrets, before binding a port
@@ -41,6 +44,7 @@ def _serve(args: argparse.Namespace) -> None:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting normally on it
     # instead lets exit handlers run, which stop an embedded PostgreSQL this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _allow_open_files(settings.http_max_connections)
     print(f"tasks-api listening on http://{args.host}:{args.port} (docs at /docs)")
     print(f"database: {_describe_database(settings, original)}")
     print("get a token: tasks-api token --sub <user-id>")
@@ -53,10 +57,28 @@ def _serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         log_level=args.log_level,
         log_config=logging_config(args.log_level),
+        **server_options(),
         # The service logs each request itself, without the raw path and query.
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _allow_open_files(max_connections: int) -> None:
+    """Raise this process's open-file limit (inherited by workers) to fit HTTP_MAX_CONNECTIONS
+    plus the database pool and the process's own files, as far as the hard limit allows."""
+    wanted = max_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        if ceiling < wanted:
+            print(
+                f"tasks-api: warning: the open-file limit ({hard}) is below "
+                f"HTTP_MAX_CONNECTIONS + 256 ({wanted}); lower HTTP_MAX_CONNECTIONS or raise "
+                "`ulimit -n`",
+                file=sys.stderr,
+            )
 
 
 def _check_role(settings: Settings) -> None:

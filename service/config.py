@@ -1,9 +1,11 @@
 """All settings, read once from the environment (or passed in whole by tests)."""
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+import httpx
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy import make_url
@@ -49,6 +51,8 @@ class Settings(BaseSettings):
     # An unknown `kid` refetches the JWKS at most this often, so a flood of random kids
     # cannot become a flood of fetches.
     jwks_min_refresh_seconds: float = Field(default=10, ge=0)
+    # The whole fetch (connect, headers, body), not each read: a JWKS endpoint that trickles
+    # its answer holds waiting requests for this long at most.
     jwks_fetch_timeout_seconds: float = Field(default=3, gt=0)
     cursor_secret: SecretStr | None = Field(
         default=None,
@@ -57,6 +61,18 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed to call the API."
     )
+
+    # The HTTP server's own bounds (service/server.py). A complete request must arrive within
+    # HTTP_RECEIVE_TIMEOUT_SECONDS of its first byte; its request line and headers must fit
+    # in HTTP_MAX_HEADER_BYTES (an 8 KiB token and ordinary headers fit with room to spare);
+    # each worker holds at most HTTP_MAX_CONNECTIONS connections.
+    http_receive_timeout_seconds: float = Field(default=10, gt=0)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    http_max_connections: int = Field(default=1024, ge=1)
+
+    # OWASP API4: one token cannot fill the database. Checked atomically by the create
+    # statement itself; a create beyond it is a 409 (the contract's TaskLimitReached).
+    tasks_per_user_max: int = Field(default=10_000, ge=1)
 
     # Connections beyond the pool would be opened and closed per request under load; a
     # request that finds the pool busy waits up to DB_POOL_TIMEOUT_SECONDS, then gets a 503.
@@ -116,10 +132,49 @@ class Settings(BaseSettings):
             )
         return key
 
+    def jwks_url(self) -> str | None:
+        """JWT_JWKS_URL, refused unless the tokens it verifies are pinned to this service.
+
+        A JWKS usually belongs to an identity provider that issues tokens for many
+        applications; without an audience, a token issued for any of them would be accepted
+        here (RFC 8725 section 3.9). Plain http is refused except on loopback: anyone on
+        the path could otherwise publish their own keys.
+        """
+        url = self.jwt_jwks_url
+        if url is None:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("JWT_AUDIENCE", self.jwt_audience),
+                ("JWT_ISSUER", self.jwt_issuer),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"JWT_JWKS_URL is set but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not: set them to the `aud` and `iss` "
+                "your identity provider puts in tokens for this service, so that tokens it "
+                "issues for other applications are refused"
+            )
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
+            raise ConfigError(f"JWT_JWKS_URL is not an http(s) URL: {url!r}")
+        if parsed.scheme == "http" and not _is_loopback(parsed.host):
+            raise ConfigError(
+                f"JWT_JWKS_URL must use https (plain http is allowed on loopback only): {url}"
+            )
+        return url
+
     def check(self) -> None:
         """Raise ConfigError for anything that makes the service unsafe to start."""
         self.hs256_key()
         self.cursor_key()
+        self.jwks_url()
 
     def require_database_url(self) -> str:
         if self.database_url is None:
@@ -177,6 +232,15 @@ def driver_url(raw: str, driver: Literal["psycopg", "psycopg2"], setting: str) -
             "use a postgresql:// URL"
         )
     return url.set(drivername=f"postgresql+{driver}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _strong(name: str, secret: SecretStr) -> bytes:

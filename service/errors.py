@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +25,17 @@ from service.db import DeadlineExceeded, RoleBypassesRowSecurity, describe_datab
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# A problem names what was wrong without becoming an amplifier: a name the client sent is
+# echoed at most this long, and at most this many errors are listed.
+REFLECTED_CHARS = 64
+MAX_ERRORS = 20
+
+
+def reflected(text: str) -> str:
+    """Client text for a problem body, cut to REFLECTED_CHARS characters."""
+    if len(text) <= REFLECTED_CHARS:
+        return text
+    return text[: REFLECTED_CHARS - 1] + "\u2026"
 
 
 class Problem(Exception):
@@ -31,6 +43,10 @@ class Problem(Exception):
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
     detail: str = "The server could not complete the request."
+    # A problem type of this API (declared in the contract), or about:blank with the status's
+    # own phrase as its title.
+    type: str = "about:blank"
+    title: str | None = None
 
     def __init__(
         self,
@@ -62,6 +78,12 @@ class NotAuthenticated(Problem):
 class TaskNotFound(Problem):
     status = HTTPStatus.NOT_FOUND
     detail = "Task not found."
+
+
+class TaskLimitReached(Problem):
+    status = HTTPStatus.CONFLICT
+    type = "tag:secure-tasks-api,2026:task-limit-reached"
+    title = "Task limit reached"
 
 
 class BodyTooLarge(Problem):
@@ -98,15 +120,17 @@ def problem_response(
     *,
     headers: dict[str, str] | None = None,
     errors: list[dict[str, str]] | None = None,
+    problem_type: str = "about:blank",
+    title: str | None = None,
 ) -> Response:
     body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "type": problem_type,
+        "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
     }
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = errors[:MAX_ERRORS]
     if (request_id := request_id_of(scope)) is not None:
         body["request_id"] = request_id
     return Response(
@@ -126,12 +150,20 @@ def _allowed_methods(request: Request) -> list[str]:
             match, _ = route.matches({**request.scope, "method": method})
             if match is Match.FULL:
                 methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")  # answered as GET without a body (service.middleware)
     return sorted(methods)
 
 
 async def _on_problem(request: Request, exc: Problem) -> Response:
     return problem_response(
-        request.scope, exc.status, exc.detail, headers=exc.headers, errors=exc.errors
+        request.scope,
+        exc.status,
+        exc.detail,
+        headers=exc.headers,
+        errors=exc.errors,
+        problem_type=exc.type,
+        title=exc.title,
     )
 
 
@@ -213,6 +245,10 @@ class AnswerUnhandledErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # The client went away in the middle of sending its request: nobody is left to
+            # answer, and it is not the server's error (logged as 499 by RequestContext).
+            return
         except Exception:
             log.exception("unhandled error")
             if started:

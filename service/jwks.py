@@ -14,6 +14,8 @@ import httpx
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
+from service import strict_json
+
 log = logging.getLogger(__name__)
 
 
@@ -63,9 +65,19 @@ def _parse(document: Any) -> dict[str, VerificationKey]:
     return keys
 
 
+# A JWKS holds a handful of keys; a larger answer is not one, and is not read to the end.
+MAX_JWKS_BYTES = 256 * 1024
+
+
 class JwksCache:
     """Keys by `kid`, refetched when older than `ttl` or when a token names an unknown kid,
-    but never more often than every `min_refresh` seconds."""
+    but never more often than every `min_refresh` seconds.
+
+    A request whose key is cached never waits for the JWKS endpoint: when the cache is stale,
+    it uses the cached key and a refresh runs in the background. Only a token whose kid is
+    unknown waits, and for at most `timeout` seconds for the whole fetch (connecting, the
+    answer trickling in, everything), not per read.
+    """
 
     def __init__(self, url: str, *, ttl: float, min_refresh: float, timeout: float) -> None:
         self._url = url
@@ -77,18 +89,28 @@ class JwksCache:
         self._attempted_at = -float("inf")
         self._last_attempt_failed = False
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
 
     async def key_for(self, kid: str) -> VerificationKey | None:
         """The issuer's key with this id, or None if it has none.
 
         Raises KeysUnavailable when the key is not cached and the JWKS could not be fetched.
         """
-        if kid not in self._keys or time.monotonic() - self._fetched_at > self._ttl:
-            await self._refresh()
+        key = self._keys.get(kid)
+        if key is not None:
+            if time.monotonic() - self._fetched_at > self._ttl:
+                self._refresh_in_background()
+            return key
+        await self._refresh()
         key = self._keys.get(kid)
         if key is None and self._last_attempt_failed:
             raise KeysUnavailable
         return key
+
+    def _refresh_in_background(self) -> None:
+        if self._background is None or self._background.done():
+            # Kept in an attribute: the event loop holds only a weak reference to a task.
+            self._background = asyncio.create_task(self._refresh())
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -97,15 +119,26 @@ class JwksCache:
                 return
             self._attempted_at = time.monotonic()
             try:
-                async with httpx.AsyncClient(timeout=self._timeout) as client:
-                    response = await client.get(self._url)
-                    response.raise_for_status()
-                    keys = _parse(response.json())
-            except (httpx.HTTPError, ValueError) as error:
+                async with asyncio.timeout(self._timeout):
+                    keys = _parse(await self._fetch())
+            except (TimeoutError, httpx.HTTPError, ValueError) as error:
                 # Keys already cached stay in use; only a good fetch replaces them.
-                log.warning("JWKS fetch failed: %s", type(error).__name__)
+                log.warning("JWKS fetch from %s failed: %s", self._url, type(error).__name__)
                 self._last_attempt_failed = True
                 return
             self._keys = keys
             self._fetched_at = time.monotonic()
             self._last_attempt_failed = False
+
+    async def _fetch(self) -> Any:
+        async with (
+            httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
+            client.stream("GET", self._url) as response,
+        ):
+            response.raise_for_status()
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError(f"the JWKS is larger than {MAX_JWKS_BYTES} bytes")
+        return strict_json.loads(bytes(body))

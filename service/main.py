@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service import docs
 from service.auth import TokenVerifier
 from service.config import Settings, get_settings
 from service.contract import load_contract
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database=Database.from_settings(settings),
         verifier=TokenVerifier(settings),
         cursors=CursorCodec(settings.cursor_key()),
+        readiness=health.Readiness(),
     )
     contract = load_contract()
 
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title=contract["info"]["title"],
         version=contract["info"]["version"],
-        docs_url="/docs",
+        docs_url=None,  # service.docs serves /docs itself, with no third-party origin
         redoc_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
@@ -86,4 +88,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext)
     app.include_router(tasks.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
     return app

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from starlette.datastructures import Headers, MutableHeaders
@@ -25,7 +26,8 @@ access_log = logging.getLogger("tasks_api.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is echoed only when it is short and plain, so it cannot smuggle anything
 # into responses or logs.
-_WELL_FORMED_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # fullmatch: `$` allows a final "\n"
+CLIENT_CLOSED_REQUEST = 499
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -44,7 +46,20 @@ class ProblemCORSMiddleware(CORSMiddleware):
         return problem_response({}, response.status_code, detail)
 
 
+def _path_keeping_encoded_slashes(raw_path: bytes) -> str:
+    """The decoded path, except that `%2F` stays `%2F`: an encoded slash belongs to its
+    segment and never separates two. (The server decodes it to `/`, so without this
+    `PATCH /api/tasks/<id>%2Fcomplete` would toggle, unseen by a proxy rule on the raw path.)"""
+    segments = raw_path.decode("latin-1").split("/")
+    return "/".join(unquote(segment).replace("/", "%2F") for segment in segments)
+
+
 class RequestContext:
+    """Stamps arrival and a request id, adds the headers every response carries, logs one
+    line per request, and normalises what routing sees: `HEAD` is answered as `GET`
+    without a body (RFC 9110 section 9.3.2; the server drops the body), and an encoded
+    slash is not a path separator."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -58,11 +73,16 @@ class RequestContext:
         offered = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
         )
-        request_id = offered if _WELL_FORMED_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if _WELL_FORMED_ID.fullmatch(offered) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["arrived_at"] = arrived_at
-        status = 500
+        # What the app sees; the server keeps its own scope, where HEAD stays HEAD.
+        inner: Scope = {**scope, "method": "GET"} if scope["method"] == "HEAD" else dict(scope)
+        if b"%2f" in scope.get("raw_path", b"").lower():
+            inner["path"] = _path_keeping_encoded_slashes(scope["raw_path"])
+        # Nothing sent means the client left before its request was complete (nginx's 499).
+        status = CLIENT_CLOSED_REQUEST
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -75,9 +95,9 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(inner, receive, send_with_headers)
         finally:
-            route = scope.get("route")
+            route = inner.get("route")
             access_log.info(
                 "request",
                 extra={
@@ -87,7 +107,7 @@ class RequestContext:
                         "path": getattr(route, "path", None) or "(no route)",
                         "status": status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "user_id": scope["state"].get("user_id"),
+                        "user_id": state.get("user_id"),
                     }
                 },
             )

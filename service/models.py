@@ -1,6 +1,7 @@
 """The two tables, and the shapes of task data the API accepts and returns."""
 
 import re
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self, TypedDict
@@ -14,7 +15,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import Boolean, CheckConstraint, Column, DateTime, Index, Table, false, func, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Table,
+    false,
+    func,
+    text,
+)
 from sqlmodel import Field, Relationship, SQLModel
 
 TITLE_MAX_CHARS = 500
@@ -32,6 +44,18 @@ TITLE_WHITESPACE = (
 # same set.
 TITLE_REFUSED = r"\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\ufdd0-\ufdef\ufffe\uffff"
 _REFUSED_IN_TITLE = re.compile(f"[{TITLE_REFUSED}]")
+# Characters that show nothing by themselves: the whitespace above and the Default_Ignorable
+# code points of the Basic Multilingual Plane that are not refused outright (soft hyphen,
+# zero-width space and joiners, word joiner and invisible operators, fillers, variation
+# selectors, ...). A title needs at least one character outside this set. Invisible
+# characters beyond the BMP (tags, U+E0000-U+E0FFF) count as visible: the contract's pattern,
+# which must say the same, cannot name them portably.
+TITLE_INVISIBLE = (
+    r"\u0009-\u000d\u0020\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f"
+    r"\u2000-\u200f\u2028\u2029\u202f\u205f-\u2065\u206a-\u206f\u3000\u3164\ufe00-\ufe0f"
+    r"\ufeff\uffa0\ufff0-\ufff8"
+)
+_VISIBLE_IN_TITLE = re.compile(f"[^{TITLE_INVISIBLE}]")
 
 
 def _timestamp_column() -> Any:
@@ -48,9 +72,15 @@ class User(SQLModel, table=True):
     """A user the service has seen write; its id comes from a verified token."""
 
     __tablename__ = "users"
+    __table_args__ = (CheckConstraint(text("task_count >= 0"), name="ck_users_task_count"),)
 
     id: uuid.UUID = Field(primary_key=True)
     created_at: datetime = _timestamp_column()
+    # How many tasks the user has, kept by triggers on `tasks` (migration 0003); the create
+    # statement reads it, under the row's lock, to enforce TASKS_PER_USER_MAX.
+    task_count: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
     # The database deletes a user's tasks with the user (ON DELETE CASCADE); the ORM leaves
     # it to the database instead of loading each task to delete it.
     tasks: list["Task"] = Relationship(
@@ -69,6 +99,8 @@ TASK_CHECKS = {
     "ck_tasks_title_characters": "title !~ '[{}]'".format(
         TITLE_REFUSED.replace(r"\u0000", r"\u0001")
     ),
+    "ck_tasks_title_visible": f"title ~ '[^{TITLE_INVISIBLE}]'",
+    "ck_tasks_title_nfc": "title IS NFC NORMALIZED",
     "ck_tasks_updated_after_created": "updated_at >= created_at",
 }
 
@@ -99,19 +131,33 @@ tasks_table: Table = Task.__table__  # type: ignore[attr-defined]
 users_table: Table = User.__table__  # type: ignore[attr-defined]
 
 
+_LENGTH_RULE = f"must be 1 to {TITLE_MAX_CHARS} characters after trimming whitespace"
+
+
 def clean_title(value: str) -> str:
+    """The title as stored: trimmed and NFC-normalised, or ValueError saying which rule failed.
+
+    NFC, so that one title has one spelling: "é" typed as one code point or as "e" and a
+    combining accent is stored, compared and sorted alike.
+    """
     title = value.strip(TITLE_WHITESPACE)
     if not 1 <= len(title) <= TITLE_MAX_CHARS:
-        raise ValueError(f"must be 1 to {TITLE_MAX_CHARS} characters after trimming whitespace")
+        raise ValueError(_LENGTH_RULE)
     if _REFUSED_IN_TITLE.search(title):
         raise ValueError(
             "must not contain control characters, bidirectional controls or noncharacters"
         )
+    if not _VISIBLE_IN_TITLE.search(title):
+        raise ValueError("must contain at least one visible character")
     try:
         title.encode()
     except UnicodeEncodeError:
         # A JSON escape such as "\ud800" decodes to a lone surrogate, which is not text.
         raise ValueError("must be valid Unicode text") from None
+    title = unicodedata.normalize("NFC", title)
+    # A few characters lengthen under NFC (U+0958 becomes two code points, U+FB2C three).
+    if len(title) > TITLE_MAX_CHARS:
+        raise ValueError(_LENGTH_RULE + " and normalising to NFC")
     return title
 
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from service.config import Settings
     from service.db import Database
     from service.pagination import CursorCodec
+    from service.routes.health import Readiness
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class State:
     database: Database
     verifier: TokenVerifier
     cursors: CursorCodec
+    readiness: Readiness
 
 
 def state_of(connection: HTTPConnection) -> State:

@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-import orjson
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
-from service.errors import BodyTooLarge, InvalidInput, UnsupportedMediaType
+from service import strict_json
+from service.errors import BodyTooLarge, InvalidInput, UnsupportedMediaType, reflected
 
 MAX_BODY_BYTES = 64 * 1024
 LIMIT_DEFAULT, LIMIT_MAX = 50, 200
@@ -32,7 +32,12 @@ async def read_body(request: Request) -> bytes:
     if request.method not in _BODY_METHODS:
         return b""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    # Compared as text first: int() of thousands of digits is refused (and slow).
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > len(str(MAX_BODY_BYTES)) or int(declared) > MAX_BODY_BYTES)
+    ):
         raise _too_large()
     body = bytearray()
     async for chunk in request.stream():
@@ -53,7 +58,7 @@ def _pointer(location: tuple[int | str, ...]) -> str:
 def _field_errors(error: ValidationError) -> list[dict[str, str]]:
     return [
         {
-            "pointer": _pointer(item["loc"]),
+            "pointer": reflected(_pointer(item["loc"])),
             "detail": item["msg"].removeprefix("Value error, "),
         }
         for item in error.errors(include_url=False)
@@ -70,9 +75,9 @@ def json_body(model: type[M]) -> Callable[[Request, bytes], Awaitable[M]]:
         if media_type != "application/json":
             raise UnsupportedMediaType
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidInput("The request body is not valid JSON.") from None
+            data = strict_json.loads(raw)
+        except strict_json.NotIJson as error:
+            raise InvalidInput(f"The request body is not I-JSON: {error}.") from None
         try:
             return model.model_validate(data)
         except ValidationError as error:
@@ -86,7 +91,8 @@ def _unknown_parameters(request: Request, known: frozenset[str]) -> list[dict[st
     # must never look as if it had been honoured.
     unknown = dict.fromkeys(name for name in request.query_params if name not in known)
     return [
-        {"parameter": name, "detail": "is not a parameter of this operation"} for name in unknown
+        {"parameter": reflected(name), "detail": "is not a parameter of this operation"}
+        for name in unknown
     ]
 
 
@@ -122,7 +128,11 @@ async def list_query(request: Request) -> ListQuery:
     limit = LIMIT_DEFAULT
     raw_limit = single("limit")
     if raw_limit is not None:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= LIMIT_MAX:
+        # Length first: int() refuses thousands of digits with an exception of its own.
+        digits = (
+            raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= len(str(LIMIT_MAX))
+        )
+        if digits and 1 <= int(raw_limit) <= LIMIT_MAX:
             limit = int(raw_limit)
         else:
             errors.append({"parameter": "limit", "detail": f"must be an integer 1-{LIMIT_MAX}"})

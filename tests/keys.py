@@ -53,9 +53,21 @@ def new_key(algorithm: str) -> SigningKey:
     return SigningKey(algorithm, rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
+# A JWKS is accepted only with JWT_ISSUER and JWT_AUDIENCE set; these are the tests' values.
+JWKS_ISSUER = "https://issuer.example.com"
+JWKS_AUDIENCE = "secure-tasks-api"
+
+
 def claims(sub: str | None = None, lifetime: int = 300, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": sub or uuid.uuid4().hex, "iat": now, "exp": now + lifetime, **extra}
+    return {
+        "sub": sub or uuid.uuid4().hex,
+        "iat": now,
+        "exp": now + lifetime,
+        "iss": JWKS_ISSUER,
+        "aud": JWKS_AUDIENCE,
+        **extra,
+    }
 
 
 class JwksServer:
@@ -64,6 +76,9 @@ class JwksServer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.up = True
+        # Seconds between bytes of the answer; 0 sends it at once. A trickle is how a
+        # JWKS endpoint holds a client whose timeout bounds each read but not the whole fetch.
+        self.trickle = 0.0
         self.fetches = 0
         self.requests: list[str] = []
         server = self
@@ -81,7 +96,13 @@ class JwksServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not server.trickle:
+                    self.wfile.write(body)
+                    return
+                for index in range(len(body)):
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(server.trickle)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -16,6 +16,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from service.server import server_options
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -30,7 +32,8 @@ def serving(app: FastAPI) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **server_options())
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -1,5 +1,8 @@
 """Real signed tokens for the tests: nothing in the suite bypasses token verification."""
 
+import base64
+import hashlib
+import hmac
 import time
 import uuid
 import warnings
@@ -56,3 +59,19 @@ def expected_user_id(sub: str, iss: str = "") -> str:
 
 def _derived(iss: str, sub: str) -> str:
     return str(uuid.uuid5(uuid.uuid5(USER_NAMESPACE, iss), sub))
+
+
+def sign_json(payload: str, header: str = '{"alg":"HS256","typ":"JWT"}') -> str:
+    """An HS256 token over exactly this JSON text, validly signed with SECRET.
+
+    For claims no JSON library would write: repeated names, a lone-surrogate escape, numbers
+    beyond a double. The signature is right, so only the service's reading of the text can
+    refuse it.
+    """
+
+    def segment(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = f"{segment(header.encode())}.{segment(payload.encode())}"
+    signature = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{segment(signature)}"

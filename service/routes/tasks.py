@@ -26,9 +26,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql.dml import ReturningUpdate
 from starlette.responses import Response
 
-from service.auth import CurrentUser, Principal, authenticate
+from service.auth import CANONICAL_UUID, CurrentUser, Principal, authenticate
 from service.deps import DatabaseDep
-from service.errors import TaskNotFound
+from service.errors import TaskLimitReached, TaskNotFound
 from service.models import (
     TaskCreate,
     TaskReplace,
@@ -86,25 +86,38 @@ class Statements:
             .returning(tasks.completed)
         )
         self.delete = delete(tasks_table).where(self._owned).returning(tasks.id)
+        # One statement, one round trip: lock the user's row (creating it with the first
+        # task, so tasks.user_id is a real foreign key without a lookup per request) and
+        # insert only while the user's task_count, kept by triggers on `tasks`, is below the
+        # limit. ON CONFLICT DO UPDATE waits for a concurrent create of the same user and
+        # then re-checks its WHERE against the committed count, so concurrent creates
+        # cannot overshoot; when the WHERE fails, `slot` is empty and nothing is inserted.
+        users = users_table.c
+        slot = (
+            insert(users_table)
+            .values(id=bindparam("owner"))
+            .on_conflict_do_update(
+                index_elements=[users.id],
+                set_={"task_count": users.task_count},
+                where=users.task_count < bindparam("max_tasks", type_=Integer()),
+            )
+            .returning(users.id)
+            .cte("slot")
+        )
+        now = func.statement_timestamp()  # one value for both: two defaults read two clocks
         self.create = (
             insert(tasks_table)
-            .values(
-                id=bindparam("new_id"),
-                user_id=bindparam("owner"),
-                title=bindparam("new_title"),
-                # One value for both: separate defaults would read the clock twice.
-                created_at=func.statement_timestamp(),
-                updated_at=func.statement_timestamp(),
+            .from_select(
+                ["id", "user_id", "title", "created_at", "updated_at"],
+                select(
+                    bindparam("new_id", type_=tasks.id.type),
+                    slot.c.id,
+                    bindparam("new_title", type_=tasks.title.type),
+                    now,
+                    now,
+                ),
             )
             .returning(*tasks_table.c)
-            # The user row is created in the same statement as the first task, so
-            # tasks.user_id is a real foreign key without a user lookup on every request.
-            .add_cte(
-                insert(users_table)
-                .values(id=bindparam("owner"))
-                .on_conflict_do_nothing()
-                .cte("ensure_user")
-            )
         )
         self._lists: dict[tuple[bool, bool], Select[Any]] = {}
         self._updates: dict[frozenset[str], ReturningUpdate[Any]] = {}
@@ -141,13 +154,13 @@ statements = Statements()
 
 
 def _address(user: Principal, task_id: str) -> dict[str, Any]:
-    """The parameters of `_OWNED`. An id that is not a UUID in canonical form cannot exist,
-    and is answered exactly like one that does not."""
-    try:
-        parsed = uuid.UUID(task_id)
-    except ValueError:
-        raise TaskNotFound from None
-    return {"task_id": parsed, "owner": user.user_id}
+    """The parameters of `_owned`. Only the canonical 8-4-4-4-12 form (any case) names a
+    task: `urn:uuid:`, braces or bare hex would be a second name for one resource, which a
+    cache or an authorisation rule keyed on the path would not know. Any other id cannot
+    exist, and is answered exactly like one that does not."""
+    if not CANONICAL_UUID.fullmatch(task_id):
+        raise TaskNotFound
+    return {"task_id": uuid.UUID(task_id), "owner": user.user_id}
 
 
 @router.get("", operation_id="listTasks")
@@ -174,11 +187,22 @@ async def list_tasks(
 
 
 @router.post("", operation_id="createTask", status_code=201, dependencies=[NoQuery])
-async def create_task(db: DatabaseDep, user: CurrentUser, body: CreateBody) -> Response:
+async def create_task(
+    state: StateDep, db: DatabaseDep, user: CurrentUser, body: CreateBody
+) -> Response:
     """Create a task."""
-    parameters = {"new_id": uuid.uuid4(), "owner": user.user_id, "new_title": body.title}
+    limit = state.settings.tasks_per_user_max
+    parameters = {
+        "new_id": uuid.uuid4(),
+        "owner": user.user_id,
+        "new_title": body.title,
+        "max_tasks": limit,
+    }
     row = await db.one_or_none(statements.create, parameters)
-    assert row is not None  # noqa: S101 - INSERT … RETURNING returns the row it inserted
+    if row is None:
+        raise TaskLimitReached(
+            f"You have {limit} tasks, the most one user can have; delete some to create more."
+        )
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
     )

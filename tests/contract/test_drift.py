@@ -92,7 +92,17 @@ def unreachable_database_api() -> Iterator[httpx.Client]:
         yield client
 
 
-def _provoke(op: Operation, api: httpx.Client, down: httpx.Client) -> list[httpx.Response]:
+@pytest.fixture(scope="module")
+def one_task_each_api(service_database_url: str) -> Iterator[httpx.Client]:
+    """A service that allows each user one task, so a second create meets the limit."""
+    settings = make_settings(service_database_url, tasks_per_user_max=1)
+    with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        yield client
+
+
+def _provoke(
+    op: Operation, api: httpx.Client, down: httpx.Client, limited: httpx.Client
+) -> list[httpx.Response]:
     """Requests meant to draw every status an operation can answer (500 aside)."""
     user = UserFactory.create()
     task_id = TaskFactory.create(api=api, owner=user)["id"] if op.secured else ""
@@ -110,6 +120,8 @@ def _provoke(op: Operation, api: httpx.Client, down: httpx.Client) -> list[httpx
         responses.append(down.request(op.method, url))
     if op.takes_task_id:
         responses.append(api.request(op.method, op.url(), json=body, headers=headers))
+    if op.operation_id == "createTask":
+        responses += [limited.post(url, json=body, headers=headers) for _ in range(2)]
     if op.method in ("POST", "PUT", "PATCH"):
         big = b"[" + b" " * 70_000 + b"]"
         typed = {**headers, "Content-Type": "application/json"}
@@ -129,9 +141,12 @@ def _provoke(op: Operation, api: httpx.Client, down: httpx.Client) -> list[httpx
 
 @pytest.mark.parametrize("op", contract_operations(), ids=str)
 def test_every_status_declared_is_produced_and_every_status_produced_is_declared(
-    api: httpx.Client, unreachable_database_api: httpx.Client, op: Operation
+    api: httpx.Client,
+    unreachable_database_api: httpx.Client,
+    one_task_each_api: httpx.Client,
+    op: Operation,
 ) -> None:
-    responses = _provoke(op, api, unreachable_database_api)
+    responses = _provoke(op, api, unreachable_database_api, one_task_each_api)
 
     for response in responses:
         conform(op, response)

@@ -91,7 +91,7 @@ def test_migrate_uses_migration_database_url_when_it_is_set(database_url: str) -
             versions = version.scalars().all()
         engine.dispose()
     assert result.returncode == 0, result.stderr
-    assert versions == ["0002"]
+    assert versions == ["0003"]
 
 
 @pytest.mark.parametrize(

@@ -150,11 +150,16 @@ def test_unknown_routes_are_404_problems_even_without_a_token(api: httpx.Client,
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("DELETE", "/api/tasks", "GET, POST"),
-        ("PUT", "/api/tasks", "GET, POST"),
-        ("POST", "/api/tasks/0b7b2ee4-7b44-4bfc-9a4f-46a6c4f3bbd1", "DELETE, GET, PATCH, PUT"),
+        # HEAD is answered wherever GET is (RFC 9110 section 9.3.2).
+        ("DELETE", "/api/tasks", "GET, HEAD, POST"),
+        ("PUT", "/api/tasks", "GET, HEAD, POST"),
+        (
+            "POST",
+            "/api/tasks/0b7b2ee4-7b44-4bfc-9a4f-46a6c4f3bbd1",
+            "DELETE, GET, HEAD, PATCH, PUT",
+        ),
         ("GET", "/api/tasks/0b7b2ee4-7b44-4bfc-9a4f-46a6c4f3bbd1/complete", "PATCH"),
-        ("POST", "/healthz", "GET"),
+        ("POST", "/healthz", "GET, HEAD"),
     ],
 )
 def test_wrong_method_is_405_listing_every_method_of_the_path(

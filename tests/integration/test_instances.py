@@ -44,7 +44,7 @@ def test_concurrent_starts_migrate_once(two_instances: tuple[str, list[RunningSe
     with engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     engine.dispose()
-    assert [row[0] for row in versions] == ["0002"]
+    assert [row[0] for row in versions] == ["0003"]
 
 
 def _spread(services: list[RunningService], count: int, call: object) -> list[httpx.Response]:

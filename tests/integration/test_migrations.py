@@ -53,7 +53,7 @@ def test_concurrent_migrations_are_safe(empty_database: str) -> None:
     try:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version"))
-            assert version.scalars().all() == ["0002"]
+            assert version.scalars().all() == ["0003"]
         assert {"users", "tasks"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()

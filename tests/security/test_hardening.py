@@ -3,11 +3,13 @@ configured origins, and logs that never hold a token, a secret or a task title."
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine, event
 
 from service.main import create_app
 from tests.conftest import make_settings
@@ -165,3 +167,55 @@ def test_the_served_process_logs_json_lines_only(service_database_url: str) -> N
     assert lines
     for line in lines:
         assert isinstance(json.loads(line), dict)
+
+
+# --- Probes and HEAD ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/api/tasks", "/api/tasks/{id}", "/docs"])
+def test_head_is_answered_like_get_without_a_body(
+    api: httpx.Client, alice: ApiUser, alice_task: dict[str, Any], path: str
+) -> None:
+    url = path.replace("{id}", alice_task["id"])
+    get = api.get(url, headers=alice.headers)
+    head = api.head(url, headers=alice.headers)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_head_on_a_path_without_get_is_a_405_that_lists_the_methods(
+    api: httpx.Client, alice: ApiUser, alice_task: dict[str, Any]
+) -> None:
+    response = api.head(f"/api/tasks/{alice_task['id']}/complete", headers=alice.headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "PATCH"
+    listing = api.post("/api/tasks/x/complete", headers=alice.headers)
+    assert listing.status_code == 405
+    assert "HEAD" not in listing.headers["allow"]
+    assert api.delete("/api/tasks", headers=alice.headers).headers["allow"] == "GET, HEAD, POST"
+
+
+def test_readiness_costs_at_most_one_database_round_trip_per_second(
+    service_database_url: str,
+) -> None:
+    probes: list[str] = []
+
+    def count(*args: Any) -> None:
+        statement = args[2]
+        if statement.strip().upper() == "SELECT 1":
+            probes.append(statement)
+
+    app = create_app(make_settings(service_database_url))
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        with serving(app) as url, httpx.Client(base_url=url) as client:
+            started = time.monotonic()
+            statuses = [client.get("/readyz").status_code for _ in range(200)]
+            elapsed = time.monotonic() - started
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+
+    assert set(statuses) == {200}
+    assert len(probes) <= elapsed + 1
