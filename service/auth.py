@@ -13,6 +13,7 @@ import binascii
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from service import strict_json
 from service.config import ConfigError, Settings
 from service.errors import NotAuthenticated, ServiceUnavailable
 from service.jwks import JwksCache, KeysUnavailable
+from service.metrics import Metrics
 from service.state import state_of
 
 # Non-UUID subjects map to uuid5(uuid5(USER_NAMESPACE, iss), sub); the README documents this
@@ -110,29 +112,25 @@ def _is_text(value: object) -> bool:
     return True
 
 
-def _text(claims: dict[str, Any], name: str, *, required: bool = False) -> str | None:
-    if name not in claims:
-        if required:
-            raise _invalid()
-        return None
-    value = claims[name]
-    if not _is_text(value):
-        raise _invalid()
-    return str(value)
-
-
-def _numeric_date(claims: dict[str, Any], name: str, *, required: bool = False) -> float | None:
-    if name not in claims:
-        if required:
-            raise _invalid()
-        return None
-    value = claims[name]
+def _is_numeric_date(value: object) -> bool:
     # bool is an int in Python, and `true` is not a date.
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value <= _LAST_NUMERIC_DATE
+
+
+def _claim(
+    claims: dict[str, Any], name: str, valid: Callable[[object], bool], *, required: bool = False
+) -> Any:
+    """The claim's value, or None when it is absent and optional; a 401 when it is missing
+    but required, or present but not `valid`."""
+    if name not in claims:
+        if required:
+            raise _invalid()
+        return None
+    if not valid(claims[name]):
         raise _invalid()
-    if not 0 <= value <= _LAST_NUMERIC_DATE:
-        raise _invalid()
-    return float(value)
+    return claims[name]
 
 
 class TokenVerifier:
@@ -145,7 +143,7 @@ class TokenVerifier:
     claim must have its RFC 7519 type and a sane value, or the token is a 401.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self._hs256_key = settings.hs256_key()
         jwks_url = settings.jwks_url()
         self._jwks = (
@@ -154,6 +152,7 @@ class TokenVerifier:
                 ttl=settings.jwks_cache_seconds,
                 min_refresh=settings.jwks_min_refresh_seconds,
                 timeout=settings.jwks_fetch_timeout_seconds,
+                on_fetch=(metrics or Metrics.off()).jwks_fetch,
             )
             if jwks_url
             else None
@@ -216,12 +215,12 @@ class TokenVerifier:
         """The registered claims, each of its RFC 7519 type and in a sane range, then their
         meaning: expiry, not-before, issued-at, issuer and audience."""
         now = time.time()
-        expires = _numeric_date(claims, "exp", required=True)
-        not_before = _numeric_date(claims, "nbf")
-        issued_at = _numeric_date(claims, "iat")
-        _text(claims, "sub", required=True)
-        issuer = _text(claims, "iss")
-        _text(claims, "jti")
+        expires = _claim(claims, "exp", _is_numeric_date, required=True)
+        not_before = _claim(claims, "nbf", _is_numeric_date)
+        issued_at = _claim(claims, "iat", _is_numeric_date)
+        _claim(claims, "sub", _is_text, required=True)
+        issuer = _claim(claims, "iss", _is_text)
+        _claim(claims, "jti", _is_text)
         audience = claims.get("aud")
         if "aud" in claims and not (
             _is_text(audience)

@@ -1,12 +1,17 @@
-"""All settings, read once from the environment (or passed in whole by tests)."""
+"""All settings, read once from the environment and `.env` (or passed in whole by tests).
+
+Precedence, highest first: arguments (tests), environment variables, a `.env` file in the
+working directory, the defaults below. `.env.example` lists every setting with its default.
+"""
 
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-import httpx
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy import make_url
 from sqlalchemy.engine import URL
@@ -21,7 +26,9 @@ class ConfigError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_file=".env", env_file_encoding="utf-8"
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -70,6 +77,10 @@ class Settings(BaseSettings):
     http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     http_max_connections: int = Field(default=1024, ge=1)
 
+    # Off unless set: then GET /metrics answers Prometheus text to `Bearer <METRICS_TOKEN>`
+    # (at least 32 bytes), and to nobody else.
+    metrics_token: SecretStr | None = None
+
     # OWASP API4: one token cannot fill the database. Checked atomically by the create
     # statement itself; a create beyond it is a 409 (the contract's TaskLimitReached).
     tasks_per_user_max: int = Field(default=10_000, ge=1)
@@ -82,6 +93,12 @@ class Settings(BaseSettings):
     db_ping_idle_seconds: float = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=2, ge=1)
+    # At start, `serve` and `migrate` wait this long for a database that refuses or does not
+    # answer yet (a Neon compute waking from scale-to-zero, a container still starting).
+    db_startup_wait_seconds: float = Field(default=30, ge=0)
+    # Applying migrations (waiting for another process's migration lock included) must finish
+    # within this, or start-up stops and says so instead of hanging.
+    db_migration_timeout_seconds: float = Field(default=300, gt=0)
     # A client-side deadline per statement: when it passes, the statement is cancelled on the
     # server and its connection discarded. Never a startup option or a session SET, which a
     # transaction-mode pooler refuses or leaks to other clients. 0: only the request budget.
@@ -118,7 +135,7 @@ class Settings(BaseSettings):
                 f"value of at least {MIN_SECRET_BYTES} bytes, e.g. `openssl rand -hex 32`, "
                 "or JWT_JWKS_URL for an issuer that signs with asymmetric keys."
             )
-        return _strong("JWT_SECRET", self.jwt_secret)
+        return _strong(_secret_variable(), self.jwt_secret)
 
     def cursor_key(self) -> bytes:
         if self.cursor_secret is not None:
@@ -159,22 +176,27 @@ class Settings(BaseSettings):
                 "issues for other applications are refused"
             )
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
-            parsed = None
-        if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
+            parsed = urlsplit(url)
+            host = parsed.hostname
+        except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+            host = None
+        if host is None or parsed.scheme not in ("https", "http"):
             raise ConfigError(f"JWT_JWKS_URL is not an http(s) URL: {url!r}")
-        if parsed.scheme == "http" and not _is_loopback(parsed.host):
+        if parsed.scheme == "http" and not _is_loopback(host):
             raise ConfigError(
                 f"JWT_JWKS_URL must use https (plain http is allowed on loopback only): {url}"
             )
         return url
+
+    def metrics_key(self) -> bytes | None:
+        return None if self.metrics_token is None else _strong("METRICS_TOKEN", self.metrics_token)
 
     def check(self) -> None:
         """Raise ConfigError for anything that makes the service unsafe to start."""
         self.hs256_key()
         self.cursor_key()
         self.jwks_url()
+        self.metrics_key()
 
     def require_database_url(self) -> str:
         if self.database_url is None:
@@ -222,7 +244,7 @@ def driver_url(raw: str, driver: Literal["psycopg", "psycopg2"], setting: str) -
     """`raw` with the driver this part of the service uses; ConfigError names `setting`."""
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"{setting} is not a database URL; expected postgresql://user:password@host:5432/db"
         ) from None
@@ -232,6 +254,35 @@ def driver_url(raw: str, driver: Literal["psycopg", "psycopg2"], setting: str) -
             "use a postgresql:// URL"
         )
     return url.set(drivername=f"postgresql+{driver}")
+
+
+def _secret_variable() -> str:
+    """Which variable the HS256 secret came from, so an error names the one the user set."""
+    if "JWT_SECRET" not in os.environ and "BETTER_AUTH_SECRET" in os.environ:
+        return "BETTER_AUTH_SECRET"
+    return "JWT_SECRET"
+
+
+def variable_of(field: str) -> str:
+    """The environment variable that sets a field (its first alias, or its name)."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field.upper()
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and `.env`; ConfigError with one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors(include_url=False):
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            name = variable_of(field) if field in Settings.model_fields else field.upper()
+            shown = "" if "secret" in field else f"={problem.get('input')!s:.60}"
+            lines.append(f"{name}{shown}: {problem['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(lines)) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -255,4 +306,4 @@ def _strong(name: str, secret: SecretStr) -> bytes:
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

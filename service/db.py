@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -41,12 +41,15 @@ from sqlalchemy.util import await_only, greenlet_spawn
 
 from service.config import Settings, driver_url
 
+if TYPE_CHECKING:
+    from service.metrics import Metrics
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same in every process that migrates this database.
-_MIGRATION_LOCK_KEY = 0x7461736B73  # "tasks"
+MIGRATION_LOCK_KEY = 0x7461736B73  # "tasks"
 
 
 class DeadlineExceeded(Exception):
@@ -212,13 +215,15 @@ class Database:
     engine: AsyncEngine
     request_seconds: float
     statement_seconds: float | None
+    metrics: "Metrics | None" = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Database":
+    def from_settings(cls, settings: Settings, metrics: "Metrics | None" = None) -> "Database":
         return cls(
             engine=create_db_engine(settings),
             request_seconds=settings.db_request_timeout_seconds,
             statement_seconds=settings.db_statement_timeout_ms / 1000 or None,
+            metrics=metrics if metrics is not None and metrics.enabled else None,
         )
 
     def for_request(self, arrived_at: float, owner: uuid.UUID | None) -> "RequestDatabase":
@@ -274,16 +279,34 @@ class RequestDatabase:
         """
         engine = self._database.engine.sync_engine
         options = self._options
+        metrics = self._database.metrics
 
         def checked_out() -> T:
             with engine.connect() as connection:
                 return fetch(connection.execute(statement, parameters, execution_options=options))
 
+        def counted() -> T:
+            # The same, with the pool's waiting and in-use connections counted (METRICS_TOKEN).
+            assert metrics is not None  # noqa: S101 - chosen below only when metrics are on
+            metrics.waiting_for_connection(1)
+            try:
+                connection = engine.connect()
+            finally:
+                metrics.waiting_for_connection(-1)
+            metrics.connection_in_use(1)
+            try:
+                with connection:
+                    return fetch(
+                        connection.execute(statement, parameters, execution_options=options)
+                    )
+            finally:
+                metrics.connection_in_use(-1)
+
         statement_seconds = self._database.statement_seconds
         deadline = self._deadline
         if statement_seconds is not None:
             deadline = min(deadline, time.monotonic() + statement_seconds)
-        return await _before(deadline, greenlet_spawn(checked_out))
+        return await _before(deadline, greenlet_spawn(checked_out if metrics is None else counted))
 
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """`work` in one READ COMMITTED transaction: committed if it returns, else rolled back.
@@ -361,7 +384,7 @@ def describe_database_error(error: BaseException) -> str:
     return f"{type(cause).__name__}: {message or 'no message'}"
 
 
-def migrate(url: str | URL, *, grant_to: str | None = None) -> None:
+def migrate(url: str | URL, *, grant_to: str | None = None, connect_timeout: int = 10) -> None:
     """Bring the schema to the newest revision; safe when several processes start at once.
 
     A transaction-scoped advisory lock serialises concurrent migrators: the first applies
@@ -370,11 +393,13 @@ def migrate(url: str | URL, *, grant_to: str | None = None) -> None:
     """
     if isinstance(url, str):
         url = driver_url(url, "psycopg2", "DATABASE_URL")
-    engine = create_engine(url, poolclass=NullPool)
+    engine = create_engine(
+        url, poolclass=NullPool, connect_args={"connect_timeout": connect_timeout}
+    )
     try:
         with engine.connect() as connection:
             lock = text("SELECT pg_advisory_xact_lock(:key)")
-            connection.execute(lock, {"key": _MIGRATION_LOCK_KEY})
+            connection.execute(lock, {"key": MIGRATION_LOCK_KEY})
             config = Config()
             config.set_main_option("script_location", str(files("service") / "migrations"))
             config.attributes["connection"] = connection

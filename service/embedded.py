@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from sqlalchemy import create_engine, make_url, text
 
-from service.config import Settings, driver_url
+from service.config import ConfigError, Settings, driver_url
 
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 
@@ -36,6 +36,21 @@ def with_embedded_secret(settings: Settings) -> Settings:
         return settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings.model_copy(update={"jwt_secret": SecretStr(_stored_secret(settings.data_dir))})
+
+
+def with_existing_embedded_secret(settings: Settings) -> Settings:
+    """Embedded mode without a configured secret: the secret the server stored, or
+    ConfigError saying where it looked. Never a new one, which the server would not know."""
+    if not settings.embedded or settings.jwt_secret is not None:
+        return settings
+    path = (settings.data_dir / SECRET_FILE).resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"no JWT_SECRET is set and there is no embedded secret at {path}: run "
+            "`tasks-api serve` once (it creates it), run this from the directory the server "
+            "runs in, or set TASKS_API_DATA_DIR (or JWT_SECRET) to what the server uses"
+        )
+    return settings.model_copy(update={"jwt_secret": SecretStr(path.read_text().strip())})
 
 
 def start_embedded_database(data_dir: Path) -> str:

@@ -191,11 +191,20 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> Response
     # line carries the driver's or server's own words (host, port, cause), so an operator can
     # tell a wrong password from a pooler refusing a startup parameter.
     log.warning("database unavailable: %s", describe_database_error(exc))
+    _count_database_error(request, exc)
     return await _on_problem(request, ServiceUnavailable())
+
+
+def _count_database_error(request: Request, exc: Exception) -> None:
+    app_state = getattr(request.state, "app", None)  # absent only in a bare test app
+    if app_state is not None:
+        app_state.metrics.database_error(type(exc).__name__)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unexpected database error: %s", describe_database_error(exc), exc_info=exc)
+    if isinstance(exc, DBAPIError):
+        _count_database_error(request, exc)
     return problem_response(request.scope, 500, Problem.detail)
 
 

@@ -7,6 +7,7 @@ algorithm its key already implies, never pick the verification method.
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,17 @@ class JwksCache:
     answer trickling in, everything), not per read.
     """
 
-    def __init__(self, url: str, *, ttl: float, min_refresh: float, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float,
+        min_refresh: float,
+        timeout: float,
+        on_fetch: Callable[[bool], None] = lambda ok: None,
+    ) -> None:
         self._url = url
+        self._on_fetch = on_fetch
         self._ttl = ttl
         self._min_refresh = min_refresh
         self._timeout = timeout
@@ -125,7 +135,9 @@ class JwksCache:
                 # Keys already cached stay in use; only a good fetch replaces them.
                 log.warning("JWKS fetch from %s failed: %s", self._url, type(error).__name__)
                 self._last_attempt_failed = True
+                self._on_fetch(False)
                 return
+            self._on_fetch(True)
             self._keys = keys
             self._fetched_at = time.monotonic()
             self._last_attempt_failed = False

@@ -13,6 +13,8 @@ from service.config import Settings, get_settings
 from service.contract import load_contract
 from service.db import Database
 from service.errors import EXCEPTION_HANDLERS, AnswerUnhandledErrors
+from service.metrics import Metrics
+from service.metrics import router as metrics_router
 from service.middleware import ProblemCORSMiddleware, RequestContext
 from service.pagination import CursorCodec
 from service.routes import health, tasks
@@ -38,12 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Built here, not in the lifespan, so a bad setting fails before a port is bound. None of
     # it does I/O: connections are opened on first use.
+    metrics = Metrics(settings.metrics_key())
     state = State(
         settings=settings,
-        database=Database.from_settings(settings),
-        verifier=TokenVerifier(settings),
+        database=Database.from_settings(settings, metrics),
+        verifier=TokenVerifier(settings, metrics),
         cursors=CursorCodec(settings.cursor_key()),
         readiness=health.Readiness(),
+        metrics=metrics,
     )
     contract = load_contract()
 
@@ -85,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
             max_age=600,
         )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, metrics=metrics)
     app.include_router(tasks.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    if metrics.enabled:
+        app.include_router(metrics_router(metrics))
     return app

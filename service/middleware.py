@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem_response
+from service.metrics import Metrics
 
 access_log = logging.getLogger("tasks_api.access")
 
@@ -60,8 +61,9 @@ class RequestContext:
     without a body (RFC 9110 section 9.3.2; the server drops the body), and an encoded
     slash is not a path separator."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics or Metrics.off()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,15 +100,18 @@ class RequestContext:
             await self.app(inner, receive, send_with_headers)
         finally:
             route = inner.get("route")
+            template = getattr(route, "path", None) or "(no route)"
+            duration = time.perf_counter() - started
+            self.metrics.request(template, scope["method"], status, duration)
             access_log.info(
                 "request",
                 extra={
                     "fields": {
                         "request_id": request_id,
                         "method": scope["method"],
-                        "path": getattr(route, "path", None) or "(no route)",
+                        "path": template,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(duration * 1000, 2),
                         "user_id": state.get("user_id"),
                     }
                 },

@@ -23,8 +23,8 @@ X-Content-Type-Options: nosniff, as an RFC 9457 problem document.
 """
 
 import asyncio
-import time
 import uuid
+from collections import OrderedDict
 from functools import cache
 from http import HTTPStatus
 from typing import Any
@@ -84,7 +84,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._request_begun = False  # some of the current request has arrived
         self._head_bytes = 0  # received while receiving the head
         self._parsed_head_bytes = 0  # request target and header fields, as parsed
-        self._idle_since = time.monotonic()
         self._discarding = False  # answered and closing: input is read and dropped
 
     # --- connections -------------------------------------------------------------------
@@ -99,31 +98,44 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 linger=False,  # nothing was read, and a flood must not hold descriptors
             )
             return
+        self._mark_idle()
         self._arm_receipt_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_receipt_timer()
+        self._idle().pop(self, None)
         super().connection_lost(exc)
 
     def _serving_a_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
+    def _idle(self) -> "OrderedDict[BoundedHttpProtocol, None]":
+        """This worker's connections that no request is being served on, oldest first."""
+        idle: OrderedDict[BoundedHttpProtocol, None] | None = getattr(
+            self.server_state, "tasks_api_idle", None
+        )
+        if idle is None:
+            idle = OrderedDict()
+            self.server_state.tasks_api_idle = idle  # type: ignore[attr-defined]
+        return idle
+
+    def _mark_idle(self) -> None:
+        idle = self._idle()
+        idle.pop(self, None)
+        idle[self] = None  # the newest idle connection, evicted last
+
     def _evict_one(self) -> bool:
-        """Close the connection idle or receiving for longest, if any is not being served."""
-        candidates = [
-            connection
-            for connection in self.connections
-            if isinstance(connection, BoundedHttpProtocol)
-            and connection is not self
-            and not connection._serving_a_request()
-            and not connection.transport.is_closing()
-        ]
-        if not candidates:
-            return False
-        oldest = min(candidates, key=lambda connection: connection._idle_since)
-        self.connections.discard(oldest)
-        oldest.transport.close()
-        return True
+        """Close the connection idle (or still receiving its request) for longest, if any.
+        O(1): a flood of connections at the bound costs the same per connection as one."""
+        idle = self._idle()
+        while idle:
+            oldest, _ = idle.popitem(last=False)
+            if oldest is self or oldest.transport.is_closing():
+                continue
+            self.connections.discard(oldest)
+            oldest.transport.close()
+            return True
+        return False
 
     # --- the receipt deadline ----------------------------------------------------------
 
@@ -196,6 +208,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._idle().pop(self, None)  # a request is being served: never evicted
         self._receiving_head = False
         self._head_bytes = 0
         super().on_headers_complete()
@@ -206,8 +219,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._idle_since = time.monotonic()
         super().on_response_complete()
+        if not self._serving_a_request() and not self.transport.is_closing():
+            self._mark_idle()
 
     def _close_after_answer(self) -> None:
         """Close once the client can have read the answer.

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from service.auth import TokenVerifier
     from service.config import Settings
     from service.db import Database
+    from service.metrics import Metrics
     from service.pagination import CursorCodec
     from service.routes.health import Readiness
 
@@ -23,6 +24,7 @@ class State:
     verifier: TokenVerifier
     cursors: CursorCodec
     readiness: Readiness
+    metrics: Metrics
 
 
 def state_of(connection: HTTPConnection) -> State:

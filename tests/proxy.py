@@ -12,12 +12,12 @@ from sqlalchemy.engine import URL
 
 
 class StallingProxy:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, port: int = 0) -> None:
         self._target = make_url(database_url)
         self._stalled = threading.Event()
         self._closing = threading.Event()
         self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
 
     @property

@@ -1,4 +1,5 @@
-"""Runs the compiled TypeScript client (dist/usage.js) against a live `tasks-api serve` on an
+"""Runs the compiled TypeScript client (dist/usage.js) and the README's snippet (dist/readme.js)
+against a live `tasks-api serve` on an
 embedded PostgreSQL; part of `tox -e client-ts`."""
 
 import os
@@ -31,6 +32,18 @@ def main() -> None:
                 check=False,
                 timeout=120,
             )
+            # The README's snippet, as written, against the same server.
+            snippet = subprocess.run(
+                ["node", str(HERE / "dist" / "readme.js")],
+                env={**env, "TASKS_API_URL": service.base_url, "TOKEN": token},
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+    print(f"README snippet: exit {snippet.returncode}: {snippet.stdout.strip()} {snippet.stderr}")
+    if snippet.returncode != 0 or not snippet.stdout.startswith("Buy milk "):
+        sys.exit(1)
     sys.exit(result.returncode)
 
 

@@ -203,6 +203,7 @@ async def create_task(
         raise TaskLimitReached(
             f"You have {limit} tasks, the most one user can have; delete some to create more."
         )
+    state.metrics.task_created()
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
     )

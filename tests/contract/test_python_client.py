@@ -2,6 +2,8 @@
 the live service without hand edits: the contract is exact enough to build clients from."""
 
 import importlib
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -106,3 +108,28 @@ def _lifecycle(client: Any, models: Any, base_url: str, client_package: ModuleTy
         refused = _api("list_tasks").sync_detailed(client=stranger)
     assert refused.status_code == 401
     assert isinstance(refused.parsed, models.Problem)
+
+
+def test_the_readme_python_snippet_runs_as_written(
+    client_package: ModuleType, base_url: str
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"<!-- python-snippet:[^>]*-->\n```python\n(.*?)```", readme, re.S)
+    assert found is not None
+    package_dir = str(Path(client_package.__file__ or "").parent.parent)
+    user = UserFactory.create()
+    result = subprocess.run(
+        [sys.executable, "-c", found.group(1)],
+        env={
+            **os.environ,
+            "PYTHONPATH": package_dir,
+            "TOKEN": user.token,
+            "TASKS_API_URL": base_url,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Buy milk 1"
