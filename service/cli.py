@@ -31,12 +31,17 @@ def _describe_database(settings: "Settings", original: "Settings") -> str:
     return url
 
 
-def _ready_database(settings: "Settings") -> None:
-    """Wait for the database, check the serving role, and (unless told not to) migrate."""
+def _ready_database(settings: "Settings", *, serving: bool) -> None:
+    """Wait for the databases this command uses: where migrations run, and, to serve,
+    DATABASE_URL."""
     from service.config import driver_url  # noqa: PLC0415
     from service.startup import wait_for_database  # noqa: PLC0415
 
-    urls = {"DATABASE_URL": driver_url(settings.require_database_url(), "psycopg2", "DATABASE_URL")}
+    urls = {}
+    if serving or settings.migration_database_url is None:
+        urls["DATABASE_URL"] = driver_url(
+            settings.require_database_url(), "psycopg2", "DATABASE_URL"
+        )
     if settings.migration_database_url is not None:
         urls["MIGRATION_DATABASE_URL"] = settings.migration_url()
     for setting, url in urls.items():
@@ -87,7 +92,7 @@ def _serve(args: argparse.Namespace) -> None:
     original, settings = _resolved()
     settings.check()  # refuse to start without strong secrets, before binding a port
     url = settings.require_database_url()
-    _ready_database(settings)
+    _ready_database(settings, serving=True)
     _check_role(settings)
     if not args.no_migrate:
         _migrate_bounded(settings)
@@ -212,7 +217,7 @@ def _check_role(settings: "Settings") -> None:
 
 def _migrate(_: argparse.Namespace) -> None:
     settings = _resolved()[1]
-    _ready_database(settings)
+    _ready_database(settings, serving=False)
     _migrate_bounded(settings)
     print("database schema is up to date")
 

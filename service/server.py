@@ -193,6 +193,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, self._header_detail())
 
     def on_message_begin(self) -> None:
+        # A pipelined request's deadline runs from its own first byte, even while uvicorn has
+        # paused reading until the request before it is answered; with a deadline well above
+        # the request budget (DB_REQUEST_TIMEOUT_SECONDS), that cannot cut an honest client off.
         super().on_message_begin()
         self._receiving_head = True
         self._request_begun = True
