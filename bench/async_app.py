@@ -19,11 +19,18 @@ from sqlalchemy import make_url
 from service.auth import CurrentUser, TokenVerifier, authenticate
 from service.config import Settings
 from service.db import Database
-from service.errors import EXCEPTION_HANDLERS, AnswerUnhandledErrors, TaskNotFound
+from service.errors import (
+    EXCEPTION_HANDLERS,
+    AnswerUnhandledErrors,
+    TaskLimitReached,
+    TaskNotFound,
+)
+from service.metrics import Metrics
 from service.middleware import RequestContext, logging_config
 from service.models import TaskCreate, public_task
 from service.pagination import CursorCodec
 from service.responses import json_response
+from service.routes.health import Readiness
 from service.state import State
 from service.validation import ListQueryDep, json_body, read_body
 
@@ -49,7 +56,10 @@ state = State(
     database=Database.from_settings(settings),
     verifier=TokenVerifier(settings),
     cursors=CursorCodec(settings.cursor_key()),
+    readiness=Readiness(),
+    metrics=Metrics.off(),
 )
+TASKS_PER_USER_MAX = settings.tasks_per_user_max
 
 
 @asynccontextmanager
@@ -117,13 +127,18 @@ async def toggle(id: str, user: CurrentUser) -> Any:
 
 @app.post("/api/tasks", dependencies=guarded, status_code=201)
 async def create(user: CurrentUser, body: CreateBody) -> Any:
+    # The per-user limit, as the service checks it: the user's row locked by the upsert.
     sql = (
-        "WITH ensure_user AS (INSERT INTO users (id) VALUES (%s) ON CONFLICT DO NOTHING) "
-        "INSERT INTO tasks (id, user_id, title, created_at, updated_at) VALUES "
-        f"(%s, %s, %s, statement_timestamp(), statement_timestamp()) RETURNING {COLUMNS}"
+        "WITH slot AS (INSERT INTO users (id) VALUES (%s) ON CONFLICT (id) DO UPDATE "
+        "SET task_count = users.task_count WHERE users.task_count < %s RETURNING id) "
+        "INSERT INTO tasks (id, user_id, title, created_at, updated_at) "
+        "SELECT %s, slot.id, %s, statement_timestamp(), statement_timestamp() FROM slot "
+        f"RETURNING {COLUMNS}"
     )
-    params = [user.user_id, uuid.uuid4(), user.user_id, body.title]
+    params = [user.user_id, TASKS_PER_USER_MAX, uuid.uuid4(), body.title]
     row = first(await as_owner(user.user_id, sql, params))
+    if row is None:
+        raise TaskLimitReached(f"You have {TASKS_PER_USER_MAX} tasks, the most one user can have.")
     return json_response(
         public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
     )
