@@ -8,6 +8,7 @@ Content-Security-Policy says so to the browser, along with `frame-ancestors 'non
 framing, so no clickjacking) and `Referrer-Policy: no-referrer`.
 """
 
+from functools import cache
 from importlib.resources.abc import Traversable
 
 import swagger_ui_bundle
@@ -85,12 +86,15 @@ async def docs_start() -> Response:
     return Response(_START, media_type="text/javascript; charset=utf-8", headers=_ASSET_CACHE)
 
 
-def _asset_route(name: str, media_type: str) -> None:
-    # Read once at import: a handful of files from the installed package, about 1.7 MB.
-    content = (_FILES / name).read_bytes()
+@cache
+def _content(name: str) -> bytes:
+    # Read on first use, not at start-up: most workers never serve the docs (1.7 MB).
+    return (_FILES / name).read_bytes()
 
+
+def _asset_route(name: str, media_type: str) -> None:
     async def asset() -> Response:
-        return Response(content, media_type=media_type, headers=_ASSET_CACHE)
+        return Response(_content(name), media_type=media_type, headers=_ASSET_CACHE)
 
     router.add_api_route(f"{ASSETS}/{name}", asset, methods=["GET"])
 

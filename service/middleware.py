@@ -79,10 +79,14 @@ class RequestContext:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["arrived_at"] = arrived_at
-        # What the app sees; the server keeps its own scope, where HEAD stays HEAD.
-        inner: Scope = {**scope, "method": "GET"} if scope["method"] == "HEAD" else dict(scope)
-        if b"%2f" in scope.get("raw_path", b"").lower():
-            inner["path"] = _path_keeping_encoded_slashes(scope["raw_path"])
+        # What the app sees; the server keeps its own scope, where HEAD stays HEAD. Copied only
+        # when it differs, which is rarely.
+        inner = scope
+        if scope["method"] == "HEAD":
+            inner = {**scope, "method": "GET"}
+        raw_path: bytes = scope.get("raw_path") or b""
+        if b"%2F" in raw_path or b"%2f" in raw_path:
+            inner = {**inner, "path": _path_keeping_encoded_slashes(raw_path)}
         # Nothing sent means the client left before its request was complete (nginx's 499).
         status = CLIENT_CLOSED_REQUEST
 
