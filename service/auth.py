@@ -241,6 +241,8 @@ class TokenVerifier:
 
     async def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):  # a list or an object would not even be hashable
+            raise _invalid()
         if algorithm == "HS256" and self._hs256_key is not None:
             return self._hs256_key, algorithm
         if algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:

@@ -89,6 +89,11 @@ BAD_HEADERS = {
     "header a list": '["HS256"]',
     "header not JSON": "{alg:HS256}",
     "kid a lone surrogate": '{"alg":"HS256","kid":"\\ud800"}',
+    "alg a list": '{"alg":["HS256"],"typ":"JWT"}',
+    "alg an object": '{"alg":{"name":"HS256"}}',
+    "alg a number": '{"alg":256}',
+    "alg null": '{"alg":null}',
+    "kid a list, for a JWKS algorithm": '{"alg":"RS256","kid":["a"]}',
 }
 
 
@@ -297,6 +302,23 @@ def test_no_signed_claim_set_is_a_server_error(
     payload = json.dumps(claims)  # ensure_ascii: lone surrogates become \ud800 escapes
     response = api.get("/api/tasks", headers=bearer(sign_json(payload)))
     assert response.status_code in (200, 401), payload
+
+
+_header_sets = st.dictionaries(
+    st.sampled_from(["alg", "kid", "typ", "cty", "crit", "jku", "x5u", "jwk", "b64", "zip"]),
+    st.one_of(_json_values, st.sampled_from(["HS256", "RS256", "EdDSA", "none", "JWT"])),
+    max_size=5,
+)
+
+
+@FUZZ
+@given(header=_header_sets)
+def test_no_token_header_is_a_server_error(api: httpx.Client, header: dict[str, Any]) -> None:
+    # A valid payload and a valid HS256 signature over whatever header is drawn.
+    payload = json.dumps({"sub": str(uuid.uuid4()), "exp": LATER})
+    token = sign_json(payload, header=json.dumps(header))
+    response = api.get("/api/tasks", headers=bearer(token))
+    assert response.status_code in (200, 401), header
 
 
 _query_text = st.text(st.characters(codec="utf-8"), max_size=30)
