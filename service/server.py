@@ -10,8 +10,9 @@ the matching proxy settings):
 - receipt deadline: a complete request (request line, headers and body) must arrive within
   HTTP_RECEIVE_TIMEOUT_SECONDS of its first byte, or of the connection opening for its first
   request. A late head is answered 408 and closed; a late body closes the connection.
-- header limit: a request line and headers over HTTP_MAX_HEADER_BYTES are answered 431 as
-  soon as they pass it, without buffering the rest.
+- header limit: a request line and headers over HTTP_MAX_HEADER_BYTES are answered 431 (414
+  when the request target alone is over it) as soon as they pass it, without buffering the
+  rest.
 - connection bound: at most HTTP_MAX_CONNECTIONS connections per worker process. At the
   bound, a new connection evicts the oldest one that has no request being served (idle, or
   still sending its request), so a flood of half-open connections cannot lock out a client
@@ -187,10 +188,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _header_detail(self) -> str:
         return f"The request line and headers must not exceed {self._max_header_bytes} bytes."
 
-    def _count_head(self, size: int) -> None:
+    def _count_head(self, size: int, *, in_target: bool = False) -> None:
         self._parsed_head_bytes += size
-        if self._parsed_head_bytes > self._max_header_bytes:
-            raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, self._header_detail())
+        if self._parsed_head_bytes <= self._max_header_bytes:
+            return
+        if in_target:  # the request target alone is over the limit
+            raise _Refused(
+                HTTPStatus.REQUEST_URI_TOO_LONG,
+                f"The request target must not exceed {self._max_header_bytes} bytes.",
+            )
+        raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, self._header_detail())
 
     def on_message_begin(self) -> None:
         # A pipelined request's deadline runs from its own first byte, even while uvicorn has
@@ -203,7 +210,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._arm_receipt_timer()
 
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
+        self._count_head(len(url), in_target=True)
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:

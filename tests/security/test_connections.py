@@ -169,6 +169,17 @@ def test_headers_over_the_limit_are_refused_with_431_as_they_arrive(
     assert httpx.get(f"{service.base_url}/healthz", timeout=2).status_code == 200
 
 
+def test_a_request_target_over_the_limit_is_refused_with_414(
+    served: tuple[RunningService, int],
+) -> None:
+    _, port = served
+    with _connect(port) as sock:
+        sock.sendall(b"GET /api/tasks?" + b"x" * (20 * 1024) + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers = _status_and_headers(_read_until_closed(sock, within=5))
+    assert status == 414
+    _assert_common_headers(headers)
+
+
 def test_headers_just_under_the_limit_are_served(served: tuple[RunningService, int]) -> None:
     service, _ = served
     response = httpx.get(f"{service.base_url}/healthz", headers={"X-Fill": "a" * 15_000})
