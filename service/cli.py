@@ -2,7 +2,8 @@
 
 Arguments are parsed before anything heavy is imported, so `--help` and `--version` answer
 at once. Exit codes: 0 done; 2 a setting or an argument is invalid or unsafe; 3 the database
-could not be reached or used at start. Every failure is one line on stderr.
+could not be reached or used at start; 4 `serve` cannot listen on its address. Every failure
+is one line on stderr.
 """
 
 import argparse
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2
 EXIT_DATABASE = 3
+EXIT_LISTEN = 4
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -89,6 +91,7 @@ def _serve(args: argparse.Namespace) -> None:
     from service.middleware import logging_config  # noqa: PLC0415
     from service.server import server_options  # noqa: PLC0415 - it imports uvicorn
 
+    _check_listen(args.host, args.port)
     original, settings = _resolved()
     settings.check()  # refuse to start without strong secrets, before binding a port
     url = settings.require_database_url()
@@ -131,6 +134,26 @@ def _serve(args: argparse.Namespace) -> None:
         **server_options(),
         **reload,
     )
+
+
+class CannotListen(Exception):
+    """`serve` cannot bind its address; the message is the line to print."""
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail in one line, before anything starts, if the address cannot be listened on."""
+    import socket  # noqa: PLC0415
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise CannotListen(
+            f"cannot listen on {host}:{port} (--host/--port, TASKS_API_HOST/TASKS_API_PORT): "
+            f"{error.strerror or error}"
+        ) from None
 
 
 def _share_metrics_between_workers() -> None:
@@ -240,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         "unset, an embedded PostgreSQL runs in TASKS_API_DATA_DIR (default ./.tasks-api). "
         "Every setting, with its default, is in .env.example and the README.",
         epilog="exit codes: 0 done, 2 invalid or unsafe setting or argument, "
-        "3 database unreachable or unusable at start",
+        "3 database unreachable or unusable at start, 4 cannot listen on the address",
         formatter_class=formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -254,8 +277,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _option(serve, "--host", "TASKS_API_HOST", "127.0.0.1", "address to listen on")
-    _option(serve, "--port", "TASKS_API_PORT", 8000, "port to listen on", type=int)
-    _option(serve, "--workers", "TASKS_API_WORKERS", 1, "worker processes", type=int)
+    _option(serve, "--port", "TASKS_API_PORT", 8000, "port to listen on", type=_port)
+    _option(serve, "--workers", "TASKS_API_WORKERS", 1, "worker processes", type=_positive)
     _option(serve, "--log-level", "TASKS_API_LOG_LEVEL", "info", "log level", choices=LOG_LEVELS)
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
     serve.add_argument(
@@ -306,6 +329,20 @@ def _option(
     )
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0-65535)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def _dotenv() -> dict[str, str | None]:
     """`.env` in the working directory, read as the settings read it (the environment wins)."""
     if not Path(".env").is_file():
@@ -336,3 +373,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StartupFailed as error:
         print(f"tasks-api: {error}", file=sys.stderr)
         raise SystemExit(EXIT_DATABASE) from None
+    except CannotListen as error:
+        print(f"tasks-api: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_LISTEN) from None

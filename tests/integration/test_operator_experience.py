@@ -104,6 +104,32 @@ def test_a_jwks_url_that_cannot_be_trusted_is_refused_at_start(
     assert expected in _one_line(result)
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--port", "99999", "99999 is not a TCP port"),
+        ("--workers", "0", "0 is not a positive number"),
+    ],
+)
+def test_an_impossible_option_is_refused_before_anything_starts(
+    tmp_path: Path, option: str, value: str, expected: str
+) -> None:
+    result = _run("serve", option, value, env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+
+
+def test_an_address_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        result = _run("serve", "--port", port, env={"JWT_SECRET": SECRET}, cwd=tmp_path)
+    line = _one_line(result)
+    assert result.returncode == 4
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "Address already in use" in line
+    assert not (tmp_path / ".tasks-api").exists()  # no embedded database was started
+
+
 def test_an_unknown_log_level_is_refused_before_anything_starts(tmp_path: Path) -> None:
     result = _run("serve", "--log-level", "bogus", env={}, cwd=tmp_path)
     assert result.returncode == 2
