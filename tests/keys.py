@@ -99,10 +99,13 @@ class JwksServer:
                 if not server.trickle:
                     self.wfile.write(body)
                     return
-                for index in range(len(body)):
-                    self.wfile.write(body[index : index + 1])
-                    self.wfile.flush()
-                    time.sleep(server.trickle)
+                try:
+                    for index in range(len(body)):
+                        self.wfile.write(body[index : index + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the service gave up on the fetch, as it should
 
             def log_message(self, *args: Any) -> None:
                 pass
