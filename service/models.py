@@ -47,12 +47,14 @@ _REFUSED_IN_TITLE = re.compile(f"[{TITLE_REFUSED}]")
 # Characters that show nothing by themselves: the whitespace above and the Default_Ignorable
 # code points of the Basic Multilingual Plane that are not refused outright (soft hyphen,
 # zero-width space and joiners, word joiner and invisible operators, fillers, variation
-# selectors, ...). A title needs at least one character outside this set. Invisible
+# selectors, ...), and U+2800 BRAILLE PATTERN BLANK, which is not Default_Ignorable but draws
+# nothing (the other classic "blank name"). A title needs at least one character outside this
+# set. Invisible
 # characters beyond the BMP (tags, U+E0000-U+E0FFF) count as visible: the contract's pattern,
 # which must say the same, cannot name them portably.
 TITLE_INVISIBLE = (
     r"\u0009-\u000d\u0020\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f"
-    r"\u2000-\u200f\u2028\u2029\u202f\u205f-\u2065\u206a-\u206f\u3000\u3164\ufe00-\ufe0f"
+    r"\u2000-\u200f\u2028\u2029\u202f\u205f-\u2065\u206a-\u206f\u2800\u3000\u3164\ufe00-\ufe0f"
     r"\ufeff\uffa0\ufff0-\ufff8"
 )
 _VISIBLE_IN_TITLE = re.compile(f"[^{TITLE_INVISIBLE}]")

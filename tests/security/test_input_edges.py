@@ -366,7 +366,10 @@ def test_no_body_is_a_server_error(
 
 @pytest.mark.parametrize(
     "title",
-    ["\u200b", " \u200b\u200c\u200d ", "\u2060\u2063", "\u3164", "\ufe0f", "\u00ad", "\u115f"],
+    [
+        *("\u200b", " \u200b\u200c\u200d ", "\u2060\u2063", "\u3164", "\ufe0f", "\u00ad"),
+        *("\u115f", "\u2800", "\u2800\u2800 \u3164"),
+    ],
     ids=repr,
 )
 def test_a_title_with_nothing_visible_is_refused(
