@@ -31,13 +31,12 @@ from http import HTTPStatus
 from typing import Any
 
 import httptools
-import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service.config import Settings
-from service.errors import PROBLEM_JSON
+from service.errors import PROBLEM_JSON, problem_response
 from service.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS, access_log
 
 LINGER_SECONDS = 2.0
@@ -274,15 +273,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         request_id = uuid.uuid4().hex
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": status.phrase,
-                "status": int(status),
-                "detail": detail,
-                "request_id": request_id,
-            }
-        )
+        # The app's one problem renderer, given the scope fields it reads.
+        body = bytes(problem_response({"state": {"request_id": request_id}}, status, detail).body)
         fields = [
             *((name.decode(), value.decode()) for name, value in self.server_state.default_headers),
             ("Content-Type", PROBLEM_JSON),

@@ -62,6 +62,14 @@ def _status_and_headers(response: bytes) -> tuple[int, dict[str, str]]:
     return int(head[0].split(" ")[1]), {name.lower(): value for name, value in headers.items()}
 
 
+def _server_answer(port: int, request: bytes, within: float) -> tuple[int, dict[str, str]]:
+    """Send `request` on a new connection; the status and headers the server answers with
+    before it closes the connection."""
+    with _connect(port) as sock:
+        sock.sendall(request)
+        return _status_and_headers(_read_until_closed(sock, within=within))
+
+
 def _assert_common_headers(headers: dict[str, str]) -> None:
     assert len(headers["x-request-id"]) == 32
     assert headers["cache-control"] == "no-store"
@@ -86,10 +94,8 @@ def test_a_request_that_stops_halfway_through_its_headers_gets_408(
     served: tuple[RunningService, int],
 ) -> None:
     _, port = served
-    with _connect(port) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
-        response = _read_until_closed(sock, within=RECEIVE_TIMEOUT + 2)
-    status, headers = _status_and_headers(response)
+    stopped = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: "
+    status, headers = _server_answer(port, stopped, within=RECEIVE_TIMEOUT + 2)
     assert status == 408
     _assert_common_headers(headers)
 
@@ -173,9 +179,8 @@ def test_a_request_target_over_the_limit_is_refused_with_414(
     served: tuple[RunningService, int],
 ) -> None:
     _, port = served
-    with _connect(port) as sock:
-        sock.sendall(b"GET /api/tasks?" + b"x" * (20 * 1024) + b" HTTP/1.1\r\nHost: t\r\n\r\n")
-        status, headers = _status_and_headers(_read_until_closed(sock, within=5))
+    long_target = b"GET /api/tasks?" + b"x" * (20 * 1024) + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    status, headers = _server_answer(port, long_target, within=5)
     assert status == 414
     _assert_common_headers(headers)
 
@@ -198,9 +203,7 @@ def test_a_request_the_server_cannot_parse_gets_a_problem_with_the_common_header
     served: tuple[RunningService, int], request_bytes: bytes
 ) -> None:
     _, port = served
-    with _connect(port) as sock:
-        sock.sendall(request_bytes)
-        status, headers = _status_and_headers(_read_until_closed(sock, within=5))
+    status, headers = _server_answer(port, request_bytes, within=5)
     assert status == 400
     _assert_common_headers(headers)
 
