@@ -27,14 +27,14 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.middleware import RequestContext, logging_config
-from service.models import TaskCreate, public_task
+from service.models import TASK_COLUMNS, TaskCreate, public_task
 from service.pagination import CursorCodec
 from service.responses import json_response
 from service.routes.health import Readiness
 from service.state import State
 from service.validation import ListQueryDep, json_body, read_body
 
-COLUMNS = "id, user_id, title, completed, created_at, updated_at"
+COLUMNS = ", ".join(TASK_COLUMNS)  # the order public_task reads
 SET_OWNER = "SELECT set_config('tasks_api.user_id', %s, true)"
 settings = Settings()
 url = make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql")

@@ -5,18 +5,21 @@
 
 Seeds a fresh database (users with 20 tasks each), starts `tasks-api serve` on loopback,
 drives each endpoint with wrk (-t2 -c32) using valid tokens for many users, runs the hello
-world app the same way, and prints: endpoint, req/s (median of the runs), p50, p99, and the
-ratio to hello world. With --psycopg3, also bench/async_app.py (the same endpoints on raw
-psycopg 3: the reference the service's ORM and framework cost is measured against). With
---baseline REF, also the service as it was at git revision REF, built into a temporary venv,
-so before and after come from the same run. Needs `wrk` (Debian package `wrk`). Not a test:
-it prints figures.
+world app the same way, and prints: endpoint, req/s (median of the runs), p50, p99, the ratio
+to hello world, and the CPU time per request spent by the server, by PostgreSQL (when it runs
+on this machine) and by wrk. The runs go in rounds, every server once per round, so a load
+that comes and goes on a shared machine lands on every build alike. With --psycopg3, also
+bench/async_app.py (the same endpoints on raw psycopg 3: the reference the service's ORM and
+framework cost is measured against). With --baseline REF, also the service as it was at git
+revision REF, built into a temporary venv, so before and after come from the same run. Needs
+`wrk` (Debian package `wrk`). Not a test: it prints figures.
 """
 
 import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -26,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -74,13 +78,14 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serve(command: list[str], health_url: str, env: dict[str, str]) -> Iterator[None]:
+def serve(command: list[str], health_url: str, env: dict[str, str]) -> Iterator[int]:
+    """Runs `command` until the block ends; yields its process id once `health_url` answers."""
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
     )
     try:
         wait_healthy(health_url, process)
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -114,49 +119,84 @@ def seed(database_url: str, users: int, tasks_per_user: int, pairs_file: Path) -
 
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_CPU_KEYS = ("server_us", "db_us", "wrk_us")
 
 
-def wrk(url: str, duration: int, env: dict[str, str], script: Path | None) -> dict[str, float]:
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process now: pid -> (parent pid, command name, CPU seconds used so far)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended while we looked
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        # Fields 4, 14 and 15 of proc(5): parent, user and system time (in clock ticks).
+        found[int(stat.parent.name)] = (
+            int(fields[1]),
+            name,
+            (int(fields[11]) + int(fields[12])) / ticks,
+        )
+    return found
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU time used so far by the server (its process and descendants) and by PostgreSQL's
+    processes on this machine (zero when the database is elsewhere)."""
+    processes = _processes()
+    tree = {server_pid}
+    while grown := {pid for pid, (parent, _, _) in processes.items() if parent in tree} - tree:
+        tree |= grown
+    server = sum(processes[pid][2] for pid in tree if pid in processes)
+    database = sum(cpu for _, name, cpu in processes.values() if name.startswith("postgres"))
+    return {"server": server, "db": database}
+
+
+def wrk(
+    url: str, duration: int, env: dict[str, str], script: Path | None, server_pid: int
+) -> dict[str, float]:
+    """One wrk run; its req/s, latencies, errors and the CPU time each party spent per request
+    (server, database, wrk itself, in µs): on a machine where all three share the cores, what
+    bounds how far a second worker can scale."""
     command = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency"]
     if script:
         command += ["-s", str(script)]
+    before, wrk_before = cpu_seconds(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(
         [*command, url], env=env, capture_output=True, text=True, check=True
     ).stdout
+    after, wrk_after = cpu_seconds(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     latencies = {p: float(v) * _UNITS[u] for p, v, u in _LATENCY.findall(output)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    wrk_cpu = sum(getattr(wrk_after, f) - getattr(wrk_before, f) for f in ("ru_utime", "ru_stime"))
+    per_request = 1e6 / max(requests, 1)
     return {
         "rps": rate,
         "p50": latencies["50"],
         "p99": latencies["99"],
         "errors": float(errors.group(1)) if errors else 0.0,
+        "server_us": (after["server"] - before["server"]) * per_request,
+        "db_us": (after["db"] - before["db"]) * per_request,
+        "wrk_us": wrk_cpu * per_request,
     }
 
 
-def measure(
-    url: str, args: argparse.Namespace, env: dict[str, str], script: Path | None
-) -> dict[str, float]:
-    runs = [wrk(url, args.duration, env, script) for _ in range(args.runs)]
-    best = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]  # the median run
-    return {**best, "rps": statistics.median(r["rps"] for r in runs)}
+def summarize(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median req/s and CPU times of the runs; latencies from the run whose req/s is the
+    median (a p99 is only meaningful with the p50 of the same run)."""
+    middle = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    medians = {key: statistics.median(r[key] for r in runs) for key in (*_CPU_KEYS, "rps")}
+    return {**middle, **medians}
 
 
 def add_server_argument(parser: argparse.ArgumentParser) -> None:
     default = "postgresql://postgres@127.0.0.1:5432/postgres"
     server = os.environ.get("BENCH_DATABASE_SERVER", default)
     parser.add_argument("--server-url", default=server, help="where databases are created")
-
-
-def measure_endpoints(
-    label: str, base_url: str, args: argparse.Namespace, env: dict[str, str]
-) -> dict[str, dict[str, float]]:
-    return {
-        f"{endpoint} {label}": measure(
-            base_url, args, {**env, "BENCH_MODE": endpoint}, HERE / "load.lua"
-        )
-        for endpoint in args.endpoints
-    }
 
 
 @contextmanager
@@ -212,7 +252,7 @@ def service_role_url(admin_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _service_command(python: Path | str, port: int, workers: int, log_level: str) -> list[str]:
+def _service_command(python: Path | str, workers: int, log_level: str) -> list[str]:
     return [
         str(python),
         "-m",
@@ -220,12 +260,52 @@ def _service_command(python: Path | str, port: int, workers: int, log_level: str
         "serve",
         "--no-migrate",
         "--port",
-        str(port),
+        "{port}",
         "--workers",
         str(workers),
         "--log-level",
         log_level,
     ]
+
+
+@dataclass(frozen=True)
+class Server:
+    """One thing to serve and load: its command ("{port}" filled in), environment, endpoints."""
+
+    label: str
+    workers: int
+    command: list[str]
+    env: dict[str, str]
+    endpoints: list[str]
+    health_path: str = "/healthz"
+
+
+def servers_to_measure(
+    args: argparse.Namespace,
+    current_env: dict[str, str],
+    baseline: Path | None,
+    baseline_env: dict[str, str] | None,
+) -> Iterator[Server]:
+    hello_env = {**os.environ, "JWT_SECRET": SECRET}
+    for workers in args.workers:
+        hello = [sys.executable, "-m", "uvicorn", "hello:app", "--port", "{port}"]
+        hello += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+        yield Server("", workers, hello, hello_env, ["hello world"], health_path="/")
+        yield Server(
+            "",
+            workers,
+            _service_command(sys.executable, workers, args.log_level),
+            current_env,
+            args.endpoints,
+        )
+        if baseline is not None and baseline_env is not None:
+            command = _service_command(baseline, workers, args.log_level)
+            yield Server(f"{args.baseline} ", workers, command, baseline_env, args.endpoints)
+        if args.psycopg3:
+            raw = [sys.executable, "-m", "uvicorn", "async_app:app", "--port", "{port}"]
+            raw += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+            raw_env = {**current_env, "PYTHONPATH": str(ROOT), "BENCH_LOG_LEVEL": args.log_level}
+            yield Server("psycopg3 ", workers, raw, raw_env, args.endpoints)
 
 
 def main() -> None:
@@ -250,59 +330,38 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
 
-    results: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     with ExitStack() as stack:
         baseline = stack.enter_context(baseline_build(args.baseline)) if args.baseline else None
         # Each build gets a database migrated by its own migrations, seeded the same way.
         current_env = stack.enter_context(prepared_database(Path(sys.executable), args))
         baseline_env = stack.enter_context(prepared_database(baseline, args)) if baseline else None
-        env = {**os.environ, "JWT_SECRET": SECRET}
-
-        hello_port = free_port()
-        hello = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "hello:app",
-            "--port",
-            str(hello_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        for workers in args.workers:
-            with serve([*hello, "--workers", str(workers)], f"http://127.0.0.1:{hello_port}/", env):
-                results[f"hello world ({workers}w)"] = measure(
-                    f"http://127.0.0.1:{hello_port}/", args, env, None
-                )
-            builds = [("", Path(sys.executable), current_env)]
-            if baseline is not None and baseline_env is not None:
-                builds.append((f"{args.baseline} ", baseline, baseline_env))
-            for label, python, build_env in builds:
+        servers = list(servers_to_measure(args, current_env, baseline, baseline_env))
+        # Rounds, not blocks: every server is measured once per round, so a neighbour's load
+        # that comes and goes on this shared machine lands on all of them alike instead of on
+        # whichever block it happened to overlap.
+        for round_ in range(1, args.runs + 1):
+            print(f"round {round_} of {args.runs} ...", file=sys.stderr)
+            for server in servers:
                 port = free_port()
-                command = _service_command(python, port, workers, args.log_level)
-                with serve(command, f"http://127.0.0.1:{port}/healthz", build_env):
-                    base_url = f"http://127.0.0.1:{port}"
-                    results |= measure_endpoints(f"{label}({workers}w)", base_url, args, build_env)
-            if args.psycopg3:
-                port = free_port()
-                uvicorn_app = [sys.executable, "-m", "uvicorn", "async_app:app", "--port"]
-                command = [*uvicorn_app, str(port), "--workers", str(workers)]
-                command += ["--log-level", "warning", "--no-access-log"]
-                app_env = {**current_env, "PYTHONPATH": str(ROOT)}
-                app_env["BENCH_LOG_LEVEL"] = args.log_level
-                with serve(command, f"http://127.0.0.1:{port}/healthz", app_env):
-                    base_url = f"http://127.0.0.1:{port}"
-                    label = f"psycopg3 ({workers}w)"
-                    results |= measure_endpoints(label, base_url, args, app_env)
-
+                command = [part.replace("{port}", str(port)) for part in server.command]
+                base_url = f"http://127.0.0.1:{port}"
+                with serve(command, base_url + server.health_path, server.env) as pid:
+                    wrk(base_url + server.health_path, 1, server.env, None, pid)  # warm-up
+                    for endpoint in server.endpoints:
+                        env = {**server.env, "BENCH_MODE": endpoint}
+                        script = HERE / "load.lua" if endpoint != "hello world" else None
+                        url = base_url + ("/" if script is None else "")
+                        name = f"{endpoint} {server.label}({server.workers}w)"
+                        runs.setdefault(name, []).append(wrk(url, args.duration, env, script, pid))
+    results = {name: summarize(measured) for name, measured in runs.items()}
     report(results, args)
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     print(f"\nwrk -t2 -c32 -d{args.duration}s, median of {args.runs}; {os.cpu_count()} cores\n")
     header = f"{'endpoint':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99/p50':>9}"
-    print(f"{header}{'vs hello':>10}{'vs raw':>9}{'errors':>8}")
+    print(f"{header}{'vs hello':>10}{'vs raw':>9}{'errors':>8}   CPU µs/request: server db wrk")
     for name, result in results.items():
         endpoint, _, workers = name.rpartition("(")
         hello_rps = results[f"hello world ({workers}"]["rps"]
@@ -312,6 +371,7 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
             f"{name:<30}{result['rps']:>10.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
             f"{result['p99'] / result['p50']:>9.1f}"
             f"{100 * result['rps'] / hello_rps:>9.1f}%{vs_raw}{result['errors']:>8.0f}"
+            f"{result['server_us']:>12.0f}{result['db_us']:>6.0f}{result['wrk_us']:>5.0f}"
         )
     prefixes = ["", *([f"{args.baseline} "] if args.baseline else [])]
     for endpoint in (*args.endpoints, "hello world"):

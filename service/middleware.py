@@ -5,9 +5,9 @@ token someone put there), and never a header or body.
 """
 
 import logging
+import os
 import re
 import time
-import uuid
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -75,7 +75,8 @@ class RequestContext:
         offered = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
         )
-        request_id = offered if _WELL_FORMED_ID.fullmatch(offered) else uuid.uuid4().hex
+        # 128 random bits, as hex: what uuid4().hex gives, without building a UUID per request.
+        request_id = offered if _WELL_FORMED_ID.fullmatch(offered) else os.urandom(16).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["arrived_at"] = arrived_at
