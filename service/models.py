@@ -205,15 +205,16 @@ class TaskUpdate(_Input):
 
 def _utc_zones() -> frozenset[tzinfo]:
     zones: set[tzinfo] = {UTC}
-    for key in ("UTC", "Etc/UTC"):
+    # Names of UTC and of zones that never leave offset zero (GMT has no summer time).
+    for key in ("UTC", "Etc/UTC", "Etc/UCT", "Universal", "Zulu", "GMT", "Etc/GMT", "Etc/GMT0"):
         # Without a time zone database there are none to add (psycopg then falls back to UTC).
         with suppress(ZoneInfoNotFoundError):
             zones.add(ZoneInfo(key))
     return frozenset(zones)
 
 
-# The zones psycopg hands timestamps in when the server's TimeZone is UTC (PostgreSQL's and
-# Neon's default). ZoneInfo objects are cached per key, so these are the very objects it uses.
+# The zones psycopg hands timestamps in when the server's TimeZone is UTC or GMT (the usual
+# defaults). ZoneInfo objects are cached per key, so these are the very objects it uses.
 _UTC_ZONES = _utc_zones()
 _RFC3339_UTC = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 

@@ -18,7 +18,12 @@ from tests.integration.test_lifecycle import RFC3339_UTC
             datetime(2026, 11, 26, 10, 0, 0, 5, tzinfo=ZoneInfo("Etc/UTC")),
             "2026-11-26T10:00:00.000005Z",
         ),
-        # Any other zone is converted, not mislabelled.
+        (datetime(2026, 1, 15, 9, 0, 0, 1, tzinfo=ZoneInfo("GMT")), "2026-01-15T09:00:00.000001Z"),
+        # Any other zone is converted, not mislabelled: London is GMT only in winter.
+        (
+            datetime(2026, 7, 1, 13, 0, 0, 500000, tzinfo=ZoneInfo("Europe/London")),
+            "2026-07-01T12:00:00.500000Z",
+        ),
         (
             datetime(2026, 11, 26, 15, 30, 0, 0, tzinfo=ZoneInfo("Asia/Kolkata")),
             "2026-11-26T10:00:00.000000Z",
