@@ -37,7 +37,8 @@ uvicorn.run(app, port=int(sys.argv[1]), log_level="warning", access_log=False, *
 
 
 @contextmanager
-def serving(protocol: str) -> Iterator[str]:
+def serving(protocol: str) -> Iterator[tuple[str, int]]:
+    """The app served with `protocol`; yields its URL and process id."""
     port = free_port()
     env = {**os.environ, "HTTP_RECEIVE_TIMEOUT_SECONDS": "30"}
     process = subprocess.Popen(
@@ -54,7 +55,7 @@ def serving(protocol: str) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait()
@@ -89,10 +90,10 @@ def main() -> None:
     protocols = {"stock httptools": "stock", "bounded": "service.server:BoundedHttpProtocol"}
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in protocols}
     with ExitStack() as servers:
-        urls = {name: servers.enter_context(serving(p)) for name, p in protocols.items()}
+        served = {name: servers.enter_context(serving(p)) for name, p in protocols.items()}
         for _ in range(args.runs):  # interleaved, so both see the same machine noise
-            for name, url in urls.items():
-                figures = wrk(f"{url}/healthz", args.duration, dict(os.environ), None)
+            for name, (url, pid) in served.items():
+                figures = wrk(f"{url}/healthz", args.duration, dict(os.environ), None, pid)
                 results[name].append((figures["rps"], figures["p50"], figures["p99"]))
         print(f"{'protocol':<18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
         medians = {}
@@ -104,7 +105,7 @@ def main() -> None:
             print(f"{name:<18} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
         print(f"bounded / stock: {medians['bounded'] / medians['stock httptools']:.3f}")
 
-        timings = under_flood(urls["bounded"], args.half_open)
+        timings = under_flood(served["bounded"][0], args.half_open)
         print(
             f"/healthz with {args.half_open} half-open connections held (bounded): "
             f"p50 {statistics.median(timings):.2f} ms, max {timings[-1]:.2f} ms"
