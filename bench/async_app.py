@@ -1,8 +1,9 @@
 """The raw-driver reference for docs/PERFORMANCE.md: the benchmarked endpoints written straight
-on psycopg 3's async pool, with the service's own authentication, cursors, validation, JSON
-shapes, middleware and logs, and the same SQL and driver settings (no server-side prepared
-statements). Not a second implementation: `bench/run.py --psycopg3` measures it beside the
-service in one run, so the service's ORM and framework cost shows as a ratio."""
+on psycopg 3's async pool, behind the service's own `/api` guard (body bound, authentication,
+query names), with its cursors, validation, JSON shapes, envelope and logs, and hand-written
+SQL with the same driver settings (no server-side prepared statements). Not a second
+implementation: `bench/run.py --psycopg3` measures it beside the service in one run, so what
+the service adds to the driver shows as a ratio."""
 
 import logging.config
 import os
@@ -12,60 +13,49 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import make_url
 
-from service.auth import CurrentUser, TokenVerifier, authenticate
+from service.auth.tokens import TokenVerifier
 from service.config import Settings
-from service.db import Database
-from service.errors import (
-    EXCEPTION_HANDLERS,
-    AnswerUnhandledErrors,
-    TaskLimitReached,
-    TaskNotFound,
-)
+from service.data.access import SET_ROW_OWNER, Database
+from service.http.api import CallerDep, api_router, json_body
+from service.http.contract import declared_query_parameters, load_contract
+from service.http.cursors import CursorCodec
+from service.http.envelope import RequestEnvelope
+from service.http.handlers import EXCEPTION_HANDLERS, AnswerUnhandledErrors
+from service.http.logs import logging_config
+from service.http.responses import json_response
+from service.http.state import State
 from service.metrics import Metrics
-from service.middleware import RequestContext, logging_config
-from service.models import TASK_COLUMNS, TaskCreate, public_task
-from service.pagination import CursorCodec
-from service.responses import json_response
-from service.routes.health import Readiness
-from service.state import State
-from service.validation import ListQueryDep, json_body, read_body
+from service.tasks.errors import TaskLimitReached, TaskNotFound
+from service.tasks.listing import ListQueryDep
+from service.tasks.schemas import TASK_COLUMNS, TaskCreate, public_task
 
 COLUMNS = ", ".join(TASK_COLUMNS)  # the order public_task reads
-SET_OWNER = "SELECT set_config('tasks_api.user_id', %s, true)"
 settings = Settings()
-url = make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql")
-pool = AsyncConnectionPool(
-    url.render_as_string(hide_password=False),
+pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+    settings.request_conninfo(),
     min_size=settings.db_pool_size,
     max_size=settings.db_pool_size,
     open=False,
-    kwargs={
-        "autocommit": True,
-        "row_factory": namedtuple_row,
-        "prepare_threshold": settings.db_prepare_threshold,
-    },
+    kwargs={"autocommit": True, "prepare_threshold": settings.db_prepare_threshold},
 )
-# The service's State, for its authentication dependency; its engine is never used here (it
-# opens no connection until asked).
+# The service's State, for its guard; its own pool is never opened here.
 state = State(
     settings=settings,
     database=Database.from_settings(settings),
     verifier=TokenVerifier(settings),
     cursors=CursorCodec(settings.cursor_key()),
-    readiness=Readiness(),
     metrics=Metrics.off(),
+    query_parameters=declared_query_parameters(load_contract()),
 )
 TASKS_PER_USER_MAX = settings.tasks_per_user_max
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, State]]:
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await pool.open()
-    yield {"app": state}
+    yield
     await pool.close()
 
 
@@ -73,9 +63,9 @@ async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, State]]:
 logging.config.dictConfig(logging_config(os.environ.get("BENCH_LOG_LEVEL", "info")))
 app = FastAPI(lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 app.add_middleware(AnswerUnhandledErrors)
-app.add_middleware(RequestContext)
+app.add_middleware(RequestEnvelope, state=state)
+api = api_router()
 CreateBody = Annotated[TaskCreate, Depends(json_body(TaskCreate))]
-guarded = [Depends(read_body), Depends(authenticate)]
 
 
 @app.get("/healthz")
@@ -83,9 +73,9 @@ async def health() -> Any:
     return json_response({"status": "ok"})
 
 
-@app.get("/api/tasks", dependencies=guarded)
-async def list_tasks(user: CurrentUser, query: ListQueryDep) -> Any:
-    cursors = state.cursors
+@api.get("/api/tasks", operation_id="listTasks")
+async def list_tasks(caller: CallerDep, query: ListQueryDep) -> Any:
+    user, cursors = caller.user, caller.app.cursors
     sql = f"SELECT {COLUMNS} FROM tasks WHERE user_id = %s"
     params: list[Any] = [user.user_id]
     if query.completed is not None:
@@ -99,34 +89,36 @@ async def list_tasks(user: CurrentUser, query: ListQueryDep) -> Any:
     rows = await as_owner(user.user_id, sql, params)
     page, next_cursor = rows[: query.limit], None
     if len(rows) > query.limit:
-        next_cursor = cursors.encode(user.user_id, page[-1].created_at, page[-1].id)
+        next_cursor = cursors.encode(user.user_id, page[-1][4], page[-1][0])
     return json_response({"tasks": [public_task(row) for row in page], "next_cursor": next_cursor})
 
 
-@app.get("/api/tasks/{id}", dependencies=guarded)
-async def get_task(id: str, user: CurrentUser) -> Any:
+@api.get("/api/tasks/{id}", operation_id="getTask")
+async def get_task(id: str, caller: CallerDep) -> Any:
     sql = f"SELECT {COLUMNS} FROM tasks WHERE id = %s AND user_id = %s"
-    row = first(await as_owner(user.user_id, sql, [_uuid(id), user.user_id]))
+    user_id = caller.user.user_id
+    row = first(await as_owner(user_id, sql, [_uuid(id), user_id]))
     if row is None:
         raise TaskNotFound
     return json_response(public_task(row))
 
 
-@app.patch("/api/tasks/{id}/complete", dependencies=guarded)
-async def toggle(id: str, user: CurrentUser) -> Any:
+@api.patch("/api/tasks/{id}/complete", operation_id="toggleTaskCompletion")
+async def toggle(id: str, caller: CallerDep) -> Any:
     sql = (
         "UPDATE tasks SET completed = NOT completed, updated_at = greatest(clock_timestamp(), "
         "tasks.updated_at + interval '1 microsecond') WHERE id = %s AND user_id = %s "
         "RETURNING completed"
     )
-    row = first(await as_owner(user.user_id, sql, [_uuid(id), user.user_id]))
+    user_id = caller.user.user_id
+    row = first(await as_owner(user_id, sql, [_uuid(id), user_id]))
     if row is None:
         raise TaskNotFound
-    return json_response({"success": True, "completed": row.completed})
+    return json_response({"success": True, "completed": row[0]})
 
 
-@app.post("/api/tasks", dependencies=guarded, status_code=201)
-async def create(user: CurrentUser, body: CreateBody) -> Any:
+@api.post("/api/tasks", operation_id="createTask", status_code=201)
+async def create(caller: CallerDep, body: CreateBody) -> Any:
     # The per-user limit, as the service checks it: the user's row locked by the upsert.
     sql = (
         "WITH slot AS (INSERT INTO users (id) VALUES (%s) ON CONFLICT (id) DO UPDATE "
@@ -135,13 +127,17 @@ async def create(user: CurrentUser, body: CreateBody) -> Any:
         "SELECT %s, slot.id, %s, statement_timestamp(), statement_timestamp() FROM slot "
         f"RETURNING {COLUMNS}"
     )
-    params = [user.user_id, TASKS_PER_USER_MAX, uuid.uuid4(), body.title]
-    row = first(await as_owner(user.user_id, sql, params))
+    user_id = caller.user.user_id
+    params = [user_id, TASKS_PER_USER_MAX, uuid.uuid4(), body.title]
+    row = first(await as_owner(user_id, sql, params))
     if row is None:
         raise TaskLimitReached(f"You have {TASKS_PER_USER_MAX} tasks, the most one user can have.")
     return json_response(
-        public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row.id}"}
+        public_task(row), status_code=201, headers={"Location": f"/api/tasks/{row[0]}"}
     )
+
+
+app.include_router(api)
 
 
 async def as_owner(user_id: uuid.UUID, sql: str, params: list[Any]) -> list[Any]:
@@ -149,9 +145,10 @@ async def as_owner(user_id: uuid.UUID, sql: str, params: list[Any]) -> list[Any]
     into one round trip: what the service does, written on the driver directly."""
     async with pool.connection() as connection:
         async with connection.pipeline():
-            await connection.execute(SET_OWNER, (str(user_id),))
+            await connection.execute(SET_ROW_OWNER, (str(user_id),))
             cursor = await connection.execute(sql, params)
-        return await cursor.fetchall()
+        rows: list[Any] = await cursor.fetchall()
+        return rows
 
 
 def first(rows: list[Any]) -> Any:

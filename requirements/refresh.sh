@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 compile() { uv pip compile --quiet --universal --python-version 3.11 --generate-hashes "$@"; }
 compile ../pyproject.toml -o runtime.txt
 compile ../pyproject.toml --extra test -o test.txt
-compile ../pyproject.toml type.in -o type.txt
+compile ../pyproject.toml --extra test type.in -o type.txt
 compile lint.in -o lint.txt
 compile tox.in -o tox.txt
 compile build.in -o build.txt

@@ -37,7 +37,7 @@ def _ready_database(settings: "Settings", *, serving: bool) -> None:
     """Wait for the databases this command uses: where migrations run, and, to serve,
     DATABASE_URL."""
     from service.config import driver_url  # noqa: PLC0415
-    from service.startup import wait_for_database  # noqa: PLC0415
+    from service.data.startup import wait_for_database  # noqa: PLC0415
 
     urls = {}
     if serving or settings.migration_database_url is None:
@@ -56,8 +56,9 @@ def _ready_database(settings: "Settings", *, serving: bool) -> None:
 
 
 def _migrate_bounded(settings: "Settings") -> None:
-    from service.db import migrate  # noqa: PLC0415
-    from service.startup import bounded  # noqa: PLC0415
+    from service.data.admin import migrate  # noqa: PLC0415
+    from service.data.startup import bounded  # noqa: PLC0415
+    from service.schema import metadata  # noqa: PLC0415
 
     setting = "MIGRATION_DATABASE_URL" if settings.migration_database_url else "DATABASE_URL"
     url = settings.migration_url()
@@ -66,6 +67,7 @@ def _migrate_bounded(settings: "Settings") -> None:
         settings.db_migration_timeout_seconds,
         lambda: migrate(
             url,
+            metadata,
             grant_to=settings.service_role_to_grant(),
             connect_timeout=settings.db_connect_timeout_seconds,
         ),
@@ -77,7 +79,7 @@ def _migrate_bounded(settings: "Settings") -> None:
 def _resolved() -> tuple["Settings", "Settings"]:
     """The settings as given, and as ready to serve (embedded database started if unset)."""
     from service.config import load_settings  # noqa: PLC0415
-    from service.embedded import resolve  # noqa: PLC0415
+    from service.data.embedded import resolve  # noqa: PLC0415
 
     original = load_settings()
     return original, resolve(original)
@@ -88,8 +90,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
 
-    from service.middleware import logging_config  # noqa: PLC0415
-    from service.server import server_options  # noqa: PLC0415 - it imports uvicorn
+    from service.http.logs import logging_config  # noqa: PLC0415
+    from service.http.server import server_options  # noqa: PLC0415 - it imports uvicorn
 
     _check_listen(args.host, args.port)
     original, settings = _resolved()
@@ -121,7 +123,7 @@ def _serve(args: argparse.Namespace) -> None:
         # Development only: one process that restarts when a file of the package changes.
         reload = {"reload": True, "reload_dirs": [str(Path(__file__).resolve().parent)]}
     uvicorn.run(
-        "service.main:create_app",
+        "service.main:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -211,8 +213,8 @@ def _check_role(settings: "Settings") -> None:
     from sqlalchemy import NullPool, create_engine, text  # noqa: PLC0415
 
     from service.config import ConfigError, driver_url  # noqa: PLC0415
-    from service.db import ROLE_QUERY, rls_bypass_problem  # noqa: PLC0415
-    from service.startup import bounded  # noqa: PLC0415
+    from service.data.roles import ROLE_QUERY, rls_bypass_problem  # noqa: PLC0415
+    from service.data.startup import bounded  # noqa: PLC0415
 
     url = driver_url(settings.require_database_url(), "psycopg2", "DATABASE_URL")
     engine = create_engine(
@@ -246,9 +248,9 @@ def _migrate(_: argparse.Namespace) -> None:
 
 
 def _token(args: argparse.Namespace) -> None:
-    from service.auth import issue_token  # noqa: PLC0415
+    from service.auth.tokens import issue_token  # noqa: PLC0415
     from service.config import load_settings  # noqa: PLC0415
-    from service.embedded import with_existing_embedded_secret  # noqa: PLC0415
+    from service.data.embedded import with_existing_embedded_secret  # noqa: PLC0415
 
     settings = with_existing_embedded_secret(load_settings())
     print(issue_token(settings, args.sub, args.ttl, int(time.time())))
@@ -362,7 +364,7 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     from service.config import ConfigError  # noqa: PLC0415
-    from service.startup import StartupFailed  # noqa: PLC0415
+    from service.data.startup import StartupFailed  # noqa: PLC0415
 
     try:
         args.run(args)

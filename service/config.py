@@ -203,9 +203,10 @@ class Settings(BaseSettings):
             raise ConfigError("DATABASE_URL is not set and no embedded database was started.")
         return self.database_url
 
-    def request_path_url(self) -> URL:
-        """DATABASE_URL for the async request path (psycopg 3)."""
-        return driver_url(self.require_database_url(), "psycopg", "DATABASE_URL")
+    def request_conninfo(self) -> str:
+        """DATABASE_URL as the libpq URL psycopg 3's pool connects with (the request path)."""
+        url = driver_url(self.require_database_url(), "psycopg", "DATABASE_URL")
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     def migration_url(self) -> URL:
         """Where migrations run (psycopg2): MIGRATION_DATABASE_URL, else DATABASE_URL.

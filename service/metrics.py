@@ -1,22 +1,17 @@
-"""Prometheus metrics, off unless METRICS_TOKEN is set; then `GET /metrics` with that token.
+"""Prometheus metrics, off unless METRICS_TOKEN is set (then `GET /metrics` with that token,
+served by service.http.operations).
 
 What is counted: requests by route template, method and status, and their latency; database
 connections in use and requests waiting for one; database errors by kind; JWKS fetches and
-failures; tasks created. With several worker processes (`serve --workers N`), every worker
-writes its values to files in PROMETHEUS_MULTIPROC_DIR (which `serve` creates) and a scrape,
-answered by any worker, adds them all up (prometheus-client's multiprocess mode).
+failures; what each resource created. With several worker processes (`serve --workers N`),
+every worker writes its values to files in PROMETHEUS_MULTIPROC_DIR (which `serve` creates)
+and a scrape, answered by any worker, adds them all up (prometheus-client's multiprocess mode).
 
 Disabled, nothing is recorded and no request pays for it: `Metrics.off()` does nothing.
 """
 
-import hmac
 import os
 from typing import Any
-
-from fastapi import APIRouter, Request
-from starlette.responses import Response
-
-from service.errors import NotAuthenticated
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Request latency buckets, in seconds: the API answers in milliseconds, and gives up at the
@@ -76,7 +71,8 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
-        self.tasks_created = Counter("tasks_api_tasks_created", "Tasks created.", registry=registry)
+        # Each resource's creations, registered on first use: tasks_api_<resource>_created.
+        self._created: dict[str, Any] = {}
         self._in_use = self.pool.labels("in_use")
         self._waiting = self.pool.labels("waiting")
 
@@ -107,9 +103,21 @@ class Metrics:
         if self.enabled:
             self.jwks.labels("ok" if ok else "failed").inc()
 
-    def task_created(self) -> None:
-        if self.enabled:
-            self.tasks_created.inc()
+    def created(self, resource: str) -> None:
+        """One `resource` (a resource package's name: "tasks") was created."""
+        if not self.enabled:
+            return
+        counter = self._created.get(resource)
+        if counter is None:
+            from prometheus_client import Counter  # noqa: PLC0415
+
+            counter = Counter(
+                f"tasks_api_{resource}_created",
+                f"{resource.capitalize()} created.",
+                registry=self.registry,
+            )
+            self._created[resource] = counter
+        counter.inc()
 
     # --- scraping --------------------------------------------------------------------------
 
@@ -126,19 +134,3 @@ class Metrics:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-def router(metrics: Metrics) -> APIRouter:
-    """`GET /metrics`, answered only to `Authorization: Bearer <METRICS_TOKEN>`."""
-    routes = APIRouter(include_in_schema=False)
-    expected = b"Bearer " + (metrics.token or b"")
-
-    @routes.get("/metrics")
-    async def scrape(request: Request) -> Response:
-        offered = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(offered, expected):
-            raise NotAuthenticated("Metrics need the METRICS_TOKEN.", token_presented=False)
-        body, media_type = metrics.exposition()
-        return Response(body, media_type=media_type)
-
-    return routes

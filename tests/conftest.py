@@ -8,13 +8,20 @@ import pytest
 from sqlalchemy import Engine, create_engine
 
 from service.config import Settings
-from service.db import migrate
+from service.data.admin import migrate
 from service.main import create_app
-from tests.databases import SERVICE_ROLE, as_service, choose_backend, describe_backend, provision
-from tests.factories import ApiUser, TaskFactory, UserFactory
-from tests.live import serving
-from tests.pooler import pgbouncer
-from tests.tokens import SECRET
+from service.schema import metadata
+from tests.support.apps import make_settings
+from tests.support.databases import (
+    SERVICE_ROLE,
+    as_service,
+    choose_backend,
+    describe_backend,
+    provision,
+)
+from tests.support.factories import ApiUser, TaskFactory, UserFactory
+from tests.support.live import serving
+from tests.support.pooler import pgbouncer
 
 _BACKEND = pytest.StashKey[str]()
 
@@ -43,7 +50,7 @@ def database_url(pytestconfig: pytest.Config) -> Iterator[str]:
     setting up and checking, never for serving)."""
     with provision(pytestconfig.stash[_BACKEND]) as url:
         rendered = url.render_as_string(hide_password=False)
-        migrate(rendered, grant_to=SERVICE_ROLE)
+        migrate(rendered, metadata, grant_to=SERVICE_ROLE)
         yield rendered
 
 
@@ -53,17 +60,6 @@ def db_engine(database_url: str) -> Iterator[Engine]:
     engine = create_engine(database_url)
     yield engine
     engine.dispose()
-
-
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_secret": SECRET,
-        "jwt_issuer": None,
-        "jwt_audience": None,
-        **overrides,
-    }
-    return Settings(**values)
 
 
 @pytest.fixture(scope="session")

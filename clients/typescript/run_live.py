@@ -11,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from tests.live import cli, service_process  # noqa: E402
+from tests.support.live import cli, service_process  # noqa: E402
 
 
 def main() -> None:

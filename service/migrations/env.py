@@ -1,6 +1,6 @@
 """Alembic environment.
 
-`tasks-api migrate` (service.db.migrate) hands over a connection that already holds the
+`tasks-api migrate` (service.data.admin.migrate) hands over a connection that already holds the
 migration lock. Run by plain `alembic` (alembic.ini at the repository's root), it connects to
 MIGRATION_DATABASE_URL, else DATABASE_URL, else the embedded PostgreSQL, and takes the same
 lock, so revisions can be written (`alembic revision --autogenerate`) and inspected
@@ -9,14 +9,13 @@ lock, so revisions can be written (`alembic revision --autogenerate`) and inspec
 
 from alembic import context
 from sqlalchemy import Connection, NullPool, create_engine, text
-from sqlmodel import SQLModel
 
-import service.models  # noqa: F401 - registers the tables on SQLModel.metadata
-from service.db import MIGRATION_LOCK_KEY
+from service.data.admin import MIGRATION_LOCK_KEY
+from service.schema import metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=SQLModel.metadata)
+    context.configure(connection=connection, target_metadata=metadata)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -26,7 +25,7 @@ if handed_over is not None:
     _run(handed_over)
 else:
     from service.config import load_settings
-    from service.embedded import resolve
+    from service.data.embedded import resolve
 
     settings = resolve(load_settings())
     engine = create_engine(

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.live import cli, service_process
+from tests.support.live import cli, service_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from tests.contract.campaign import checks_run, run_schemathesis
-from tests.databases import as_service
-from tests.live import service_process
-from tests.tokens import SECRET
+from tests.support.databases import as_service
+from tests.support.live import service_process
+from tests.support.tokens import SECRET
 
 
 def test_cli_campaign_runs_every_phase_and_check_without_failures(

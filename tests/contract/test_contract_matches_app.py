@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
 from service.main import create_app
-from service.models import TITLE_MAX_CHARS, TITLE_WHITESPACE, clean_title
-from tests.operations import CONTRACT, contract_operations
+from service.tasks.titles import TITLE_MAX_CHARS, TITLE_WHITESPACE, clean_title
+from tests.support.operations import CONTRACT, contract_operations
 
 
 def test_the_contract_is_valid_openapi_3_1() -> None:

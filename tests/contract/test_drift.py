@@ -11,12 +11,13 @@ from openapi_schema_validator import OAS31Validator, validate
 from pydantic import BaseModel
 
 from service.main import create_app
-from service.models import TaskCreate, TaskReplace, TaskUpdate
-from service.validation import _LIST_PARAMETERS, CURSOR_MAX_CHARS, LIMIT_DEFAULT, LIMIT_MAX
-from tests.conftest import make_settings
-from tests.factories import TaskFactory, UserFactory
-from tests.live import serving
-from tests.operations import CONTRACT, Operation, contract_operations, resolve
+from service.tasks.listing import CURSOR_MAX_CHARS, LIMIT_DEFAULT, LIMIT_MAX, LIST_PARAMETERS
+from service.tasks.schemas import TaskCreate, TaskReplace, TaskUpdate
+from tests.support.apps import make_settings
+from tests.support.factories import UserFactory
+from tests.support.live import serving
+from tests.support.operations import CONTRACT, Operation, contract_operations, resolve
+from tests.support.resources import create_item
 
 COMPONENTS = CONTRACT["components"]
 
@@ -64,7 +65,7 @@ def test_list_parameters_are_the_ones_the_app_parses() -> None:
         resolve(p)["name"]: resolve(p)["schema"]
         for p in CONTRACT["paths"]["/api/tasks"]["get"]["parameters"]
     }
-    assert set(declared) == _LIST_PARAMETERS
+    assert set(declared) == LIST_PARAMETERS
     limit = declared["limit"]
     assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, LIMIT_MAX, LIMIT_DEFAULT)
     assert declared["cursor"]["maxLength"] == CURSOR_MAX_CHARS
@@ -105,8 +106,8 @@ def _provoke(
 ) -> list[httpx.Response]:
     """Requests meant to draw every status an operation can answer (500 aside)."""
     user = UserFactory.create()
-    task_id = TaskFactory.create(api=api, owner=user)["id"] if op.secured else ""
-    url = op.url(task_id)
+    item_id = create_item(api, op.resource, user)["id"] if op.takes_id else ""
+    url = op.url(item_id)
     body = op.example_body
     headers = user.headers
     responses = [api.request(op.method, url, json=body, headers=headers)]
@@ -118,7 +119,7 @@ def _provoke(
         ]
     else:
         responses.append(down.request(op.method, url))
-    if op.takes_task_id:
+    if op.takes_id:
         responses.append(api.request(op.method, op.url(), json=body, headers=headers))
     if op.operation_id == "createTask":
         responses += [limited.post(url, json=body, headers=headers) for _ in range(2)]

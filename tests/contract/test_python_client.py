@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.factories import UserFactory
-from tests.operations import CONTRACT_PATH
-from tests.tokens import mint
+from tests.support.factories import UserFactory
+from tests.support.operations import CONTRACT_PATH
+from tests.support.tokens import mint
 
 PACKAGE = "tasks_client"
 

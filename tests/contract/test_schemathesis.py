@@ -12,9 +12,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.generation.modes import GenerationMode
 
-from tests.factories import UserFactory
-from tests.operations import CONTRACT_PATH
-from tests.tokens import mint
+from tests.support.factories import UserFactory
+from tests.support.operations import CONTRACT_PATH
+from tests.support.tokens import mint
 
 schema = schemathesis.openapi.from_path(CONTRACT_PATH)
 schema.config.generation.update(modes=list(GenerationMode))  # positive and negative data

@@ -11,15 +11,17 @@ from typing import Any
 
 import anyio.to_thread
 import httpx
+import psycopg
 import pytest
-from sqlalchemy import Engine, event, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Engine, text
 
-from service.db import Database
+from service.data.access import Database
+from service.data.pool import ServiceConnection
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.factories import TaskFactory, UserFactory
-from tests.live import serving
+from tests.support.apps import make_settings
+from tests.support.factories import TaskFactory, UserFactory
+from tests.support.live import serving
+from tests.support.statements import Sent, recorded_statements
 
 pytestmark = pytest.mark.both_routes
 
@@ -140,29 +142,29 @@ def test_a_transaction_commits_all_its_statements_or_none(
     owner = uuid.uuid4()
     database = Database.from_settings(make_settings(service_database_url))
 
-    async def write_two(connection: AsyncConnection) -> int:
+    async def write_two(connection: ServiceConnection) -> int:
         # Row-level security holds inside a transaction too: only the owner's rows.
         await connection.execute(
-            text("INSERT INTO users (id) VALUES (:user) ON CONFLICT DO NOTHING"), {"user": owner}
+            "INSERT INTO users (id) VALUES (%(user)s) ON CONFLICT DO NOTHING", {"user": owner}
         )
         await connection.execute(
-            text(
-                "INSERT INTO tasks (id, user_id, title) VALUES (gen_random_uuid(), :user, :title)"
-            ),
+            "INSERT INTO tasks (id, user_id, title) "
+            "VALUES (gen_random_uuid(), %(user)s, %(title)s)",
             {"user": owner, "title": marker},
         )
         return 2
 
-    async def write_then_fail(connection: AsyncConnection) -> None:
+    async def write_then_fail(connection: ServiceConnection) -> None:
         await write_two(connection)
         raise RuntimeError("the second step failed")
 
     async def run() -> None:
+        await database.open()
         request = database.for_request(time.monotonic(), owner)
         assert await request.transaction(write_two) == 2
         with pytest.raises(RuntimeError):
             await request.transaction(write_then_fail)
-        await database.engine.dispose()
+        await database.close()
 
     anyio.run(run)
     with db_engine.connect() as connection:
@@ -179,59 +181,54 @@ def test_a_transactions_statements_are_bounded_by_the_statement_timeout(
         make_settings(service_database_url, db_statement_timeout_ms=300)
     )
 
-    async def sleep(connection: AsyncConnection) -> None:
-        await connection.execute(text("SELECT pg_sleep(2)"))
+    async def sleep(connection: ServiceConnection) -> None:
+        await connection.execute("SELECT pg_sleep(2)")
 
-    async def run() -> tuple[str, float]:
+    async def run() -> tuple[BaseException | None, float]:
+        await database.open()
         started = time.monotonic()
         try:
             await database.for_request(time.monotonic(), None).transaction(sleep)
         except Exception as error:
-            return type(error).__name__, time.monotonic() - started
+            return error, time.monotonic() - started
         finally:
-            await database.engine.dispose()
-        return "nothing", time.monotonic() - started
+            await database.close()
+        return None, time.monotonic() - started
 
     raised, took = anyio.run(run)
-    assert raised == "OperationalError"  # the server cancelled it: QueryCanceled
+    assert isinstance(raised, psycopg.errors.QueryCanceled)  # cancelled by the server itself
+    assert isinstance(raised, psycopg.OperationalError)
     assert took < 1.5
 
 
-def test_each_operation_sends_one_statement(service_database_url: str) -> None:
+def test_each_operation_is_one_statement_in_one_round_trip(
+    service_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = UserFactory.create()
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if conn.dialect.driver == "psycopg":  # the service's engine, not the tests' own
-            sent.append(statement)
-
     app = create_app(make_settings(service_database_url))
-    event.listen(Engine, "before_cursor_execute", record)
-    counts: dict[str, int] = {}
-    try:
-        with serving(app) as url, httpx.Client(base_url=url) as api:
-            api.get("/readyz")  # the pool's first connection, and its one-time checks
-            operations: dict[str, Callable[[], httpx.Response]] = {
-                "create": lambda: api.post(
-                    "/api/tasks", json={"title": "t"}, headers=alice.headers
-                ),
-            }
-            task = TaskFactory.create(api=api, owner=alice)
-            path = f"/api/tasks/{task['id']}"
-            operations |= {
-                "list": lambda: api.get("/api/tasks", headers=alice.headers),
-                "get": lambda: api.get(path, headers=alice.headers),
-                "replace": lambda: api.put(
-                    path, json={"title": "r", "completed": True}, headers=alice.headers
-                ),
-                "patch": lambda: api.patch(path, json={"title": "p"}, headers=alice.headers),
-                "toggle": lambda: api.patch(f"{path}/complete", headers=alice.headers),
-                "delete": lambda: api.delete(path, headers=alice.headers),
-            }
-            for name, call in operations.items():
-                sent.clear()
+    sent_by: dict[str, list[Sent]] = {}
+    with serving(app) as url, httpx.Client(base_url=url) as api:
+        api.get("/readyz")  # the pool's first connection, and its one-time checks
+        task = TaskFactory.create(api=api, owner=alice)
+        path = f"/api/tasks/{task['id']}"
+        operations: dict[str, Callable[[], httpx.Response]] = {
+            "create": lambda: api.post("/api/tasks", json={"title": "t"}, headers=alice.headers),
+            "list": lambda: api.get("/api/tasks", headers=alice.headers),
+            "get": lambda: api.get(path, headers=alice.headers),
+            "replace": lambda: api.put(
+                path, json={"title": "r", "completed": True}, headers=alice.headers
+            ),
+            "patch": lambda: api.patch(path, json={"title": "p"}, headers=alice.headers),
+            "toggle": lambda: api.patch(f"{path}/complete", headers=alice.headers),
+            "delete": lambda: api.delete(path, headers=alice.headers),
+        }
+        for name, call in operations.items():
+            with recorded_statements(monkeypatch) as sent:
                 assert call().status_code in (200, 201)
-                counts[name] = len(sent)
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
-    assert counts == dict.fromkeys(operations, 1)
+            sent_by[name] = list(sent)
+
+    for name, sent in sent_by.items():
+        # The user for row-level security, then the statement: pipelined, so one round trip
+        # and one transaction.
+        assert [s.sets_the_row_owner for s in sent] == [True, False], name
+        assert all(s.pipelined for s in sent), name

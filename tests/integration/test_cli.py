@@ -10,9 +10,9 @@ import jwt
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from tests.databases import as_service, fresh_database_on, service_env
-from tests.live import cli, free_port, service_process
-from tests.tokens import SECRET, bearer
+from tests.support.databases import as_service, fresh_database_on, head_revision, service_env
+from tests.support.live import cli, free_port, service_process
+from tests.support.tokens import SECRET, bearer
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -91,7 +91,7 @@ def test_migrate_uses_migration_database_url_when_it_is_set(database_url: str) -
             versions = version.scalars().all()
         engine.dispose()
     assert result.returncode == 0, result.stderr
-    assert versions == ["0003"]
+    assert versions == [head_revision()]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.factories import ApiUser
+from tests.support.factories import ApiUser
 
 pytestmark = pytest.mark.both_routes
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import make_url
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.live import free_port, serving
-from tests.pooler import pgbouncer
+from tests.support.apps import make_settings
+from tests.support.live import free_port, serving
+from tests.support.pooler import pgbouncer
 
 PASSWORD = "hunter2-secret"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.live import cli, service_process
-from tests.tokens import bearer
+from tests.support.live import cli, service_process
+from tests.support.tokens import bearer
 
 
 def _no_database_env(data_dir: Path) -> dict[str, str]:

@@ -11,12 +11,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import text
 
+from service.http.context import context_of
 from service.main import create_app
-from service.state import state_of
-from tests.factories import ApiUser
-from tests.live import serving
+from tests.support.factories import ApiUser
+from tests.support.live import serving
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail"}
 
@@ -221,8 +220,8 @@ def failing_api(settings: Any) -> Iterator[httpx.Client]:
         raise RuntimeError("SELECT secret FROM internals -- password=hunter2")
 
     async def bad_sql(request: Request) -> None:
-        database = state_of(request).database.for_request(time.monotonic(), None)
-        await database.one_or_none(text("SELECT no_such_column FROM tasks"))
+        database = context_of(request).app.database.for_request(time.monotonic(), None)
+        await database.first("SELECT no_such_column FROM tasks")
 
     def typed(count: int) -> dict[str, int]:
         return {"count": count}

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.databases import as_service, fresh_database_on, service_env
-from tests.live import RunningService, service_process
-from tests.pooler import pgbouncer
-from tests.tokens import SECRET, bearer, mint
+from tests.support.databases import as_service, fresh_database_on, head_revision, service_env
+from tests.support.live import RunningService, service_process
+from tests.support.pooler import pgbouncer
+from tests.support.tokens import SECRET, bearer, mint
 
 pytestmark = pytest.mark.both_routes
 
@@ -44,7 +44,7 @@ def test_concurrent_starts_migrate_once(two_instances: tuple[str, list[RunningSe
     with engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     engine.dispose()
-    assert [row[0] for row in versions] == ["0003"]
+    assert [row[0] for row in versions] == [head_revision()]
 
 
 def _spread(services: list[RunningService], count: int, call: object) -> list[httpx.Response]:

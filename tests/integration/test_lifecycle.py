@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from service.main import create_app
-from tests.factories import ApiUser, TaskFactory
-from tests.live import serving
+from tests.support.factories import ApiUser, TaskFactory
+from tests.support.live import serving
 
 pytestmark = pytest.mark.both_routes
 

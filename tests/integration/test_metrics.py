@@ -14,12 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.databases import as_service
-from tests.factories import UserFactory
-from tests.keys import JWKS_AUDIENCE, JWKS_ISSUER, JwksServer, claims, new_key
-from tests.live import service_process, serving
-from tests.tokens import SECRET, bearer
+from tests.support.apps import make_settings
+from tests.support.databases import as_service
+from tests.support.factories import UserFactory
+from tests.support.keys import JWKS_AUDIENCE, JWKS_ISSUER, JwksServer, claims, new_key
+from tests.support.live import service_process, serving
+from tests.support.tokens import SECRET, bearer
 
 METRICS_TOKEN = "metrics-token-" + "m" * 32
 SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -57,9 +57,8 @@ def test_metrics_are_off_unless_a_token_is_configured(api: httpx.Client) -> None
 def test_metrics_answer_only_the_metrics_token(
     measured: httpx.Client, headers: dict[str, str] | str
 ) -> None:
-    if headers == "a user's token":
-        headers = UserFactory.create().headers
-    response = measured.get("/metrics", headers=headers)
+    sent = UserFactory.create().headers if isinstance(headers, str) else headers
+    response = measured.get("/metrics", headers=sent)
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
 

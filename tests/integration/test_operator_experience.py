@@ -27,12 +27,12 @@ from packaging.utils import canonicalize_name
 from sqlalchemy import make_url
 
 from service.config import Settings, variable_of
-from tests.databases import as_service
-from tests.live import cli, free_port, service_process
-from tests.operations import CONTRACT
-from tests.pooler import pgbouncer
-from tests.proxy import StallingProxy
-from tests.tokens import SECRET, bearer
+from tests.support.databases import as_service
+from tests.support.live import cli, free_port, service_process
+from tests.support.operations import CONTRACT
+from tests.support.pooler import pgbouncer
+from tests.support.proxy import StallingProxy
+from tests.support.tokens import SECRET, bearer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"DB_STARTUP_WAIT_SECONDS": "0", "DB_CONNECT_TIMEOUT_SECONDS": "1"}
@@ -72,6 +72,24 @@ def test_each_invalid_setting_is_one_line_naming_its_variable(tmp_path: Path) ->
     assert len(lines) == 2
     assert lines[0].startswith("tasks-api: configuration error: JWT_LEEWAY_SECONDS=60: ")
     assert lines[1].startswith("tasks-api: configuration error: DB_POOL_SIZE=abc: ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HTTP_MAX_HEADER_BYTES", "lots"),
+        ("HTTP_RECEIVE_TIMEOUT_SECONDS", "-1"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+    ],
+)
+def test_a_bad_server_bound_is_one_line_naming_its_variable_before_serving(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    # The server's bounds are settings like any other, read through the same loader.
+    env = {variable: value, "JWT_SECRET": SECRET, "DATABASE_URL": "postgresql://u@127.0.0.1:1/x"}
+    result = _run("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert _one_line(result).startswith(f"tasks-api: configuration error: {variable}={value}: ")
 
 
 def test_a_weak_better_auth_secret_is_named_as_better_auth_secret(tmp_path: Path) -> None:

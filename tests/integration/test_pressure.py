@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import Connection, create_engine, text
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.databases import SERVICE_CONNECTIONS, as_service, fresh_database_on, service_env
-from tests.factories import ApiUser, TaskFactory
-from tests.live import RunningService, service_process, serving
-from tests.pooler import pgbouncer
-from tests.proxy import StallingProxy
-from tests.tokens import SECRET, bearer, mint
+from tests.support.apps import make_settings
+from tests.support.databases import SERVICE_CONNECTIONS, as_service, fresh_database_on, service_env
+from tests.support.factories import ApiUser, TaskFactory
+from tests.support.live import RunningService, service_process, serving
+from tests.support.pooler import pgbouncer
+from tests.support.proxy import StallingProxy
+from tests.support.tokens import SECRET, bearer, mint
 
 
 def _timed(call: Any) -> tuple[httpx.Response, float]:
@@ -116,19 +116,19 @@ def _burst(base_url: str, requests: list[tuple[str, str]], headers: dict[str, st
         deadline = time.monotonic() + 30
         while len(answers) < len(requests) and time.monotonic() < deadline:
             for key, _ in selector.select(timeout=1):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                received[sock] += sock.recv(65536)
-                head, separator, body = received[sock].partition(b"\r\n\r\n")
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                received[ready] += ready.recv(65536)
+                head, separator, body = received[ready].partition(b"\r\n\r\n")
                 if not separator:
                     continue
                 status_line, *lines = head.decode("latin-1").split("\r\n")
                 fields = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
                 if len(body) >= int(fields.get("content-length", "0")):
                     answers.append(
-                        Answer(int(status_line.split()[1]), fields, time.monotonic() - sent[sock])
+                        Answer(int(status_line.split()[1]), fields, time.monotonic() - sent[ready])
                     )
-                    selector.unregister(sock)
+                    selector.unregister(ready)
     for sock in sockets:
         sock.close()
     return answers

@@ -1,7 +1,7 @@
 """Flat cost: every statement the service issues is answered from an index, never by reading
 the tasks table through, on a database with many users and one heavy user.
 
-The statements are the ones the service really sends (captured from its engine while a user
+The statements are the ones the service really sends (recorded at the driver while a user
 goes through every operation), explained with their real parameters.
 """
 
@@ -9,15 +9,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import create_engine, make_url, text
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.databases import as_service, fresh_database_on, migrate_for_service
-from tests.live import serving
-from tests.tokens import bearer, mint
+from tests.support.apps import make_settings
+from tests.support.databases import as_service, fresh_database_on, migrate_for_service
+from tests.support.live import serving
+from tests.support.statements import recorded_statements
+from tests.support.tokens import bearer, mint
 
 USERS, TASKS_PER_USER, HEAVY_USER_TASKS = 400, 50, 20_000
 
@@ -47,22 +49,15 @@ def seeded_url(database_url: str) -> Iterator[str]:
         yield rendered
 
 
-def test_every_statement_the_service_issues_uses_an_index(seeded_url: str) -> None:
+def test_every_statement_the_service_issues_uses_an_index(
+    seeded_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(make_settings(as_service(seeded_url)))
-    issued: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if conn.dialect.driver == "psycopg":  # the service's; the seeding here uses psycopg2
-            issued.append((statement, parameters))
-
     heavy = bearer(mint("heavy-user"))
-    # Every engine's statements, the service's (on psycopg 3) among them, while it is served.
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements(monkeypatch) as sent:
         heavy_user_id = _walk_every_operation(app, seeded_url, heavy)
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
-    _explain_each(seeded_url, heavy_user_id, dict(issued))
+    issued = {s.statement: s.parameters for s in sent if not s.sets_the_row_owner}
+    _explain_each(seeded_url, heavy_user_id, issued)
 
 
 def _walk_every_operation(app: FastAPI, seeded_url: str, heavy: dict[str, str]) -> str:
@@ -88,23 +83,18 @@ def _explain_each(seeded_url: str, user_id: str, statements: dict[str, Any]) -> 
     """EXPLAIN each statement with its parameters, on psycopg 3 as the service sent it: as
     the service's role, for the heavy user, so the row-level security policy is planned too."""
     assert len(statements) >= 7
-    service = make_url(as_service(seeded_url)).set(drivername="postgresql+psycopg")
-    engine = create_engine(service)
-    try:
-        with engine.begin() as connection:
-            as_user = text("SELECT set_config('tasks_api.user_id', :user_id, true)")
-            connection.execute(as_user, {"user_id": user_id})
-            raw = connection.connection.dbapi_connection
-            assert raw is not None
-            with raw.cursor() as cursor:
-                for statement, parameters in statements.items():
-                    cursor.execute("EXPLAIN " + statement, parameters)
-                    plan = "\n".join(row[0] for row in cursor.fetchall())
-                    assert "Seq Scan on tasks" not in plan, f"{statement}\n{plan}"
-                    if "FROM tasks" in statement or "UPDATE tasks" in statement:
-                        assert "Index" in plan, f"{statement}\n{plan}"
-    finally:
-        engine.dispose()
+    service = make_url(as_service(seeded_url)).set(drivername="postgresql")
+    with (
+        psycopg.connect(service.render_as_string(hide_password=False)) as connection,
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SELECT set_config('tasks_api.user_id', %s, true)", (user_id,))
+        for statement, parameters in statements.items():
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plan = "\n".join(str(row[0]) for row in cursor.fetchall())
+            assert "Seq Scan on tasks" not in plan, f"{statement}\n{plan}"
+            if "FROM tasks" in statement or "UPDATE tasks" in statement:
+                assert "Index" in plan, f"{statement}\n{plan}"
 
 
 def _seed_heavy_user(url: str, user_id: str) -> None:

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.models import rfc3339
+from service.tasks.schemas import rfc3339
 from tests.integration.test_lifecycle import RFC3339_UTC
 
 

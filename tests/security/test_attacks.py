@@ -28,12 +28,12 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Engine, text
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.factories import ApiUser, UserFactory
-from tests.keys import JwksServer, SigningKey, new_key
-from tests.live import serving
-from tests.operations import SECURED_OPERATIONS, Operation
-from tests.tokens import SECRET
+from tests.support.apps import make_settings
+from tests.support.factories import ApiUser, UserFactory
+from tests.support.keys import JwksServer, SigningKey, new_key
+from tests.support.live import serving
+from tests.support.operations import SECURED_OPERATIONS, Operation
+from tests.support.tokens import SECRET
 
 ISSUER = "https://auth.example.com"
 AUDIENCE = "https://tasks.example.com"
@@ -80,9 +80,10 @@ def _hmac_under_header(header: dict[str, Any], claims: dict[str, Any], secret: b
 
 
 def _public_pem(key: SigningKey) -> bytes:
-    return key.private.public_key().public_bytes(
+    pem: bytes = key.private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return pem
 
 
 def _bearer(token: str) -> Attempt:

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import ApiUser
-from tests.operations import SECURED_OPERATIONS, Operation
-from tests.tokens import SECRET, mint
+from tests.support.factories import ApiUser
+from tests.support.operations import SECURED_OPERATIONS, Operation
+from tests.support.tokens import SECRET, mint
 
 
 def _now() -> int:
@@ -70,7 +70,8 @@ def test_bearer_scheme_is_case_insensitive(api: httpx.Client, scheme: str) -> No
 def test_time_claims_are_honoured_with_small_leeway(
     api: httpx.Client, claim: str, offset: int, accepted: bool
 ) -> None:
-    token = mint(**{claim: _now() + offset})
+    claims: dict[str, Any] = {claim: _now() + offset}
+    token = mint(**claims)
     response = api.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == (200 if accepted else 401)
 

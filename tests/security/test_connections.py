@@ -17,8 +17,8 @@ from contextlib import ExitStack, contextmanager
 import httpx
 import pytest
 
-from tests.live import RunningService, service_process
-from tests.tokens import SECRET
+from tests.support.live import RunningService, service_process
+from tests.support.tokens import SECRET
 
 RECEIVE_TIMEOUT = 1.0
 

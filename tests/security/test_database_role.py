@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.databases import (
+from tests.support.apps import make_settings
+from tests.support.databases import (
     REQUEST_PRIVILEGES,
     as_service,
     fresh_database_on,
     service_role_privileges,
 )
-from tests.live import cli, service_process, serving
-from tests.tokens import SECRET, bearer, mint
+from tests.support.live import cli, service_process, serving
+from tests.support.tokens import SECRET, bearer, mint
 
 
 def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine, event
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.factories import ApiUser
-from tests.live import service_process, serving
-from tests.operations import SECURED_OPERATIONS, Operation
-from tests.tokens import SECRET, bearer, mint
+from tests.support.apps import make_settings
+from tests.support.factories import ApiUser
+from tests.support.live import service_process, serving
+from tests.support.operations import SECURED_OPERATIONS, Operation
+from tests.support.tokens import SECRET, bearer, mint
 
 ALLOWED_ORIGIN = "https://app.example.com"
 
@@ -53,7 +53,7 @@ def test_a_well_formed_client_request_id_is_echoed_in_header_and_problem(
     "offered", ["x" * 65, "has space", "new\\nline", "<script>", "é", ""], ids=repr
 )
 def test_a_malformed_client_request_id_is_replaced(api: httpx.Client, offered: str) -> None:
-    response = api.get("/healthz", headers={"X-Request-ID": offered.encode()})
+    response = api.get("/healthz", headers={b"X-Request-ID": offered.encode()})
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
 
 

@@ -4,10 +4,12 @@ A `sub` that is a UUID is the user id. Any other `sub` (Better Auth issues 32-ch
 strings) is `uuid5(uuid5(NAMESPACE, iss), sub)`, with a missing `iss` counting as "".
 """
 
+from typing import Any
+
 import httpx
 import pytest
 
-from tests.tokens import bearer, expected_user_id, mint
+from tests.support.tokens import bearer, expected_user_id, mint
 
 
 def _created_by(api: httpx.Client, token: str) -> str:
@@ -38,7 +40,7 @@ def test_uppercase_uuid_subject_is_the_same_user(api: httpx.Client) -> None:
 def test_other_subjects_map_to_the_documented_uuid5(
     api: httpx.Client, sub: str, iss: str | None
 ) -> None:
-    claims = {} if iss is None else {"iss": iss}
+    claims: dict[str, Any] = {} if iss is None else {"iss": iss}
     assert _created_by(api, mint(sub, **claims)) == expected_user_id(sub, iss or "")
 
 

@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import ApiUser
-from tests.live import service_process
-from tests.operations import SECURED_OPERATIONS, Operation
-from tests.tokens import SECRET, bearer, mint, sign_json
+from tests.support.factories import ApiUser
+from tests.support.live import service_process
+from tests.support.operations import SECURED_OPERATIONS, Operation
+from tests.support.resources import create_item, read_item
+from tests.support.tokens import SECRET, bearer, mint, sign_json
 
 NOW = int(time.time())
 # A day: these tokens are built when the module is imported, and must not expire before the
@@ -176,21 +177,22 @@ def _other_spellings(task_id: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("op", [op for op in SECURED_OPERATIONS if op.takes_task_id], ids=str)
-def test_only_the_canonical_uuid_form_names_a_task(
-    api: httpx.Client, alice: ApiUser, alice_task: dict[str, Any], op: Operation
+@pytest.mark.parametrize("op", [op for op in SECURED_OPERATIONS if op.takes_id], ids=str)
+def test_only_the_canonical_uuid_form_names_an_item(
+    api: httpx.Client, alice: ApiUser, op: Operation
 ) -> None:
+    item = create_item(api, op.resource, alice)
     missing = api.request(
         op.method, op.url(str(uuid.uuid4())), json=op.example_body, headers=alice.headers
     )
-    for spelling in _other_spellings(alice_task["id"]):
+    for spelling in _other_spellings(item["id"]):
         response = api.request(
             op.method, op.url(spelling), json=op.example_body, headers=alice.headers
         )
         assert response.status_code == 404, spelling
         assert response.json()["detail"] == missing.json()["detail"]
     # Upper case is still the canonical form (RFC 9562 section 4: any case on input).
-    upper = api.get(f"/api/tasks/{alice_task['id'].upper()}", headers=alice.headers)
+    upper = read_item(api, op.resource, item["id"].upper(), alice)
     assert upper.status_code == 200
 
 

@@ -6,7 +6,7 @@ on another user's task, makes the views and the model disagree (tests/isolation_
 
 import httpx
 
-from tests.isolation_model import run_isolation_model
+from tests.support.isolation_model import run_isolation_model
 
 
 def test_users_only_ever_see_and_change_their_own_tasks(api: httpx.Client) -> None:

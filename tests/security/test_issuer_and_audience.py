@@ -1,14 +1,15 @@
 """Rule: with JWT_ISSUER and JWT_AUDIENCE set, tokens must carry exactly those values."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.live import serving
-from tests.tokens import DROP, bearer, mint
+from tests.support.apps import make_settings
+from tests.support.live import serving
+from tests.support.tokens import DROP, bearer, mint
 
 ISSUER = "https://auth.example.com"
 AUDIENCE = "https://tasks.example.com"
@@ -34,7 +35,7 @@ def strict_api(service_database_url: str) -> Iterator[httpx.Client]:
     ids=["both right", "audience in a list", "wrong iss", "no iss", "wrong aud", "no aud"],
 )
 def test_issuer_and_audience_are_enforced_when_configured(
-    strict_api: httpx.Client, claims: dict[str, object], status: int
+    strict_api: httpx.Client, claims: dict[str, Any], status: int
 ) -> None:
     response = strict_api.get("/api/tasks", headers=bearer(mint(**claims)))
     assert response.status_code == status

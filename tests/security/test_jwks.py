@@ -15,13 +15,13 @@ import httpx
 import jwt
 import pytest
 
-from service.auth import VERIFIED_TOKEN_CHARS, TokenVerifier
+from service.auth.tokens import VERIFIED_TOKEN_CHARS, TokenVerifier
 from service.config import ConfigError
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.keys import JWKS_AUDIENCE, JWKS_ISSUER, JwksServer, SigningKey, claims, new_key
-from tests.live import serving
-from tests.tokens import bearer, expected_user_id, mint
+from tests.support.apps import make_settings
+from tests.support.keys import JWKS_AUDIENCE, JWKS_ISSUER, JwksServer, SigningKey, claims, new_key
+from tests.support.live import serving
+from tests.support.tokens import bearer, expected_user_id, mint
 
 BETTER_AUTH_URL = "https://app.example.com"
 

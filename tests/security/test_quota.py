@@ -16,9 +16,9 @@ from sqlalchemy import Engine, text
 
 from service.config import Settings
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.factories import ApiUser, UserFactory
-from tests.live import serving
+from tests.support.apps import make_settings
+from tests.support.factories import ApiUser, UserFactory
+from tests.support.live import serving
 
 LIMIT = 5
 LIMIT_TYPE = "tag:secure-tasks-api,2026:task-limit-reached"
@@ -90,7 +90,7 @@ def test_concurrent_creates_never_overshoot_the_limit(service_database_url: str)
     settings = make_settings(service_database_url, tasks_per_user_max=LIMIT)
     with serving(create_app(settings)) as url:
         for _ in range(3):  # a brand-new user each round: the first creates race to make it
-            user = UserFactory()
+            user = UserFactory.create()
 
             def create(_: int, user: ApiUser = user) -> int:
                 response = httpx.post(

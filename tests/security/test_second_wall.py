@@ -21,11 +21,13 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
-import service.routes.tasks as task_routes
+import service.tasks.routes as task_routes
 from service.main import create_app
-from service.models import TASK_CHECKS, TITLE_WHITESPACE, User, clean_title
-from tests.conftest import make_settings
-from tests.databases import (
+from service.tasks.statements import Statements
+from service.tasks.table import TASK_CHECKS, User
+from service.tasks.titles import TITLE_WHITESPACE, clean_title
+from tests.support.apps import make_settings
+from tests.support.databases import (
     REQUEST_PRIVILEGES,
     SERVICE_ROLE,
     as_service,
@@ -33,10 +35,10 @@ from tests.databases import (
     migrate_for_service,
     service_role_privileges,
 )
-from tests.factories import ApiUser, TaskFactory, UserFactory
-from tests.isolation_model import run_isolation_model
-from tests.live import serving
-from tests.pooler import pgbouncer
+from tests.support.factories import ApiUser, TaskFactory, UserFactory
+from tests.support.isolation_model import run_isolation_model
+from tests.support.live import serving
+from tests.support.pooler import pgbouncer
 
 # --- Constraints that mirror the API --------------------------------------------------------
 
@@ -293,16 +295,17 @@ def test_no_user_setting_survives_a_request_on_a_pooled_connection(
 
 
 @pytest.fixture
-def owner_filter_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def owner_filter_off(monkeypatch: pytest.MonkeyPatch) -> Statements:
     """The test-only hook: every statement loses its `WHERE user_id = :owner`."""
-    monkeypatch.setattr(task_routes, "statements", task_routes.Statements(owner_filter=False))
+    unfiltered = Statements(owner_filter=False)
+    monkeypatch.setattr(task_routes, "statements", unfiltered)
+    return unfiltered
 
 
-@pytest.mark.usefixtures("owner_filter_off")
 def test_with_the_owner_filter_off_row_level_security_alone_keeps_users_apart(
-    service_database_url: str,
+    service_database_url: str, owner_filter_off: Statements
 ) -> None:
-    assert "tasks.user_id = " not in str(task_routes.statements.get)  # the hook took
+    assert "tasks.user_id = " not in owner_filter_off.get  # the hook took
     app = create_app(make_settings(service_database_url))
     with serving(app) as url, httpx.Client(base_url=url) as api:
         run_isolation_model(api)

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 
 from service.config import ConfigError, Settings
 from service.main import create_app
-from tests.conftest import make_settings
-from tests.live import cli
+from tests.support.apps import make_settings
+from tests.support.live import cli
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,91 @@
+"""The `/api` parent router, and the one guard that admits every request under it.
+
+A resource's router (prefix `API_PREFIX` + its collection) is included into `api_router()` and
+carries no guard of its own, so no route under `/api` can be left open by forgetting one
+(tests/security walk every route the app registers). The guard checks, in this order:
+
+1. the body is within its bound (413), read before anything else looks at the request;
+2. the bearer token verifies (401), before any other check can tell anything apart;
+3. the query names only parameters the contract declares for the operation (400).
+
+Everything else (the body's and the query's contents, the resource lookup) comes after, in the
+handler. A handler receives all of it as one `Caller`: the verified user, the database as that
+user, and the app's state.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from service.auth.jwks import KeysUnavailable
+from service.auth.tokens import InvalidToken, NoToken, Principal, bearer_token
+from service.data.access import RequestDatabase
+from service.http.context import RequestContext, context_of
+from service.http.input import parse_json, read_body, refuse_unknown_parameters
+from service.http.problems import NotAuthenticated, ServiceUnavailable
+from service.http.state import State
+
+API_PREFIX = "/api"
+M = TypeVar("M", bound=BaseModel)
+_NO_PARAMETERS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling and what the request may use: the database acts as `user` only."""
+
+    user: Principal
+    db: RequestDatabase
+    app: State
+    context: RequestContext
+
+
+async def admit(request: Request) -> Caller:
+    """The guard of every `/api` route (see the module's docstring for the order)."""
+    context = context_of(request)
+    context.body = await read_body(request)
+    user = await _authenticate(context.app, request)
+    context.user_id = user.user_id
+    operation_id = getattr(request.scope.get("route"), "operation_id", None)
+    declared = context.app.query_parameters.get(operation_id or "", _NO_PARAMETERS)
+    refuse_unknown_parameters(request.query_params, declared)
+    database = context.app.database.for_request(context.arrived_at, user.user_id)
+    return Caller(user=user, db=database, app=context.app, context=context)
+
+
+async def _authenticate(app: State, request: Request) -> Principal:
+    try:
+        return await app.verifier.verify(bearer_token(request.headers.getlist("authorization")))
+    except NoToken as missing:
+        raise NotAuthenticated(str(missing), token_presented=False) from None
+    except InvalidToken as invalid:
+        raise NotAuthenticated(invalid.detail, token_presented=True) from None
+    except KeysUnavailable:
+        raise ServiceUnavailable("The token issuer's keys are unavailable.") from None
+
+
+# FastAPI runs a dependency once per request: the router's guard and a handler's CallerDep
+# are one call.
+CallerDep = Annotated[Caller, Depends(admit)]
+
+
+def json_body(model: type[M]) -> Callable[[Request, Caller], Awaitable[M]]:
+    """A dependency: the body the guard read, as `model` (after the guard, by construction)."""
+
+    async def parse(request: Request, caller: CallerDep) -> M:
+        content_type = request.headers.get("content-type", "")
+        return parse_json(caller.context.body, content_type, model)
+
+    return parse
+
+
+def api_router() -> APIRouter:
+    """A fresh `/api` parent router, carrying the guard; resource routers are included into it.
+
+    The prefix is each resource router's own (`API_PREFIX` + its collection), not this
+    router's: FastAPI includes routers lazily, and a route knows only its own router's prefix,
+    which is the path template the access log and the metrics name."""
+    return APIRouter(dependencies=[Depends(admit)])
