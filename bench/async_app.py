@@ -19,7 +19,7 @@ from service.auth.tokens import TokenVerifier
 from service.config import Settings
 from service.data.access import SET_ROW_OWNER, Database
 from service.http.api import CallerDep, api_router, json_body
-from service.http.contract import declared_query_parameters, load_contract
+from service.http.contract import declared_query_parameters, load_contract, operations_with_a_body
 from service.http.cursors import CursorCodec
 from service.http.envelope import RequestEnvelope
 from service.http.handlers import EXCEPTION_HANDLERS, AnswerUnhandledErrors
@@ -48,6 +48,7 @@ state = State(
     cursors=CursorCodec(settings.cursor_key()),
     metrics=Metrics.off(),
     query_parameters=declared_query_parameters(load_contract()),
+    takes_body=operations_with_a_body(load_contract()),
 )
 TASKS_PER_USER_MAX = settings.tasks_per_user_max
 

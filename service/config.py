@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # statement itself; a create beyond it is a 409 (the contract's TaskLimitReached).
     tasks_per_user_max: int = Field(default=10_000, ge=1)
 
+    # Safe retries and no lost updates (RFC 9110 preconditions, the Idempotency-Key draft).
+    # With REQUIRE_IF_MATCH, PUT, PATCH, DELETE and the toggle without If-Match are a 428.
+    require_if_match: bool = False
+    # How long a stored outcome answers a retry with the same Idempotency-Key.
+    idempotency_key_ttl_seconds: float = Field(default=86_400, ge=1)
+
     # Connections beyond the pool would be opened and closed per request under load; a
     # request that finds the pool busy waits up to DB_POOL_TIMEOUT_SECONDS, then gets a 503.
     db_pool_size: int = Field(default=16, ge=1)

@@ -12,7 +12,11 @@ from service.config import Settings, get_settings
 from service.data.access import Database
 from service.http import docs, operations
 from service.http.api import api_router
-from service.http.contract import declared_query_parameters, load_contract
+from service.http.contract import (
+    declared_query_parameters,
+    load_contract,
+    operations_with_a_body,
+)
 from service.http.cors import ProblemCORSMiddleware
 from service.http.cursors import CursorCodec
 from service.http.envelope import RequestEnvelope
@@ -36,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cursors=CursorCodec(settings.cursor_key()),
         metrics=metrics,
         query_parameters=declared_query_parameters(contract),
+        takes_body=operations_with_a_body(contract),
     )
 
     @asynccontextmanager
@@ -71,8 +76,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Bearer tokens travel in a header, never in cookies: no credentialed requests.
             allow_credentials=False,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["Location", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "If-Match",
+                "If-None-Match",
+                "Idempotency-Key",
+            ],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Idempotent-Replayed",
+                "Retry-After",
+                "WWW-Authenticate",
+                "X-Request-ID",
+            ],
             max_age=600,
         )
     app.add_middleware(RequestEnvelope, state=state)

@@ -31,11 +31,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.config import Settings
 from service.data.errors import ConnectFailed, DeadlineExceeded
+from service.data.idempotency import Claim, Outcome, Replay, Row, claim_and_write
 from service.data.pool import ConnectFailures, ServiceConnection, create_pool
 from service.metrics import Metrics
 
 T = TypeVar("T")
-Row = tuple[Any, ...]
 
 # The request's user, for the row-level security policies (migration 0002).
 SET_ROW_OWNER = "SELECT set_config('tasks_api.user_id', %s, true)"
@@ -210,6 +210,38 @@ class RequestDatabase:
                 # Both transaction-local: nothing outlives the transaction.
                 await connection.execute(_SET_TRANSACTION, (milliseconds, self._owner or ""))
                 return await work(connection)
+
+        return await _before(self._deadline, unit())
+
+    async def once(
+        self,
+        claim: Claim,
+        write: tuple[str, Mapping[str, Any]],
+        respond: Callable[[list[Row]], Outcome],
+    ) -> tuple[Outcome, bool]:
+        """`write`, at most once per idempotency key (service.data.idempotency): its outcome
+        and False, or the outcome stored by an earlier request with the key and True. Two
+        round trips, within the request's budget; KeyReused when the key belongs to another
+        request."""
+        milliseconds = str(int((self._database.statement_seconds or 0) * 1000))
+        owner = self._owner or ""
+
+        async def unit() -> tuple[Outcome, bool]:
+            async with _CheckedOut(self._database) as connection:
+                try:
+                    async with connection.pipeline() as pipeline, connection.transaction():
+                        await connection.execute(_SET_TRANSACTION, (milliseconds, owner))
+                        outcome = await claim_and_write(
+                            connection,
+                            pipeline,
+                            owner=owner,
+                            claim=claim,
+                            write=write,
+                            respond=respond,
+                        )
+                except Replay as replay:
+                    return replay.outcome, True
+                return outcome, False
 
         return await _before(self._deadline, unit())
 

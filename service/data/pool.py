@@ -89,6 +89,7 @@ def create_pool(settings: Settings) -> tuple[AsyncConnectionPool[Any], ConnectFa
         if problem:
             log.warning("DB_ALLOW_RLS_BYPASS is set: %s", problem)
         failures.last = None
+        connection.last_used = time.monotonic()  # just opened: no ping on its first use
 
     async def check(connection: ServiceConnection) -> None:
         if time.monotonic() - connection.last_used < ping_after:

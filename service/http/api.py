@@ -6,7 +6,8 @@ carries no guard of its own, so no route under `/api` can be left open by forget
 
 1. the body is within its bound (413), read before anything else looks at the request;
 2. the bearer token verifies (401), before any other check can tell anything apart;
-3. the query names only parameters the contract declares for the operation (400).
+3. the query names only parameters the contract declares for the operation, and an operation
+   that takes no body got none (400).
 
 Everything else (the body's and the query's contents, the resource lookup) comes after, in the
 handler. A handler receives all of it as one `Caller`: the verified user, the database as that
@@ -24,7 +25,7 @@ from service.auth.jwks import KeysUnavailable
 from service.auth.tokens import InvalidToken, NoToken, Principal, bearer_token
 from service.data.access import RequestDatabase
 from service.http.context import RequestContext, context_of
-from service.http.input import parse_json, read_body, refuse_unknown_parameters
+from service.http.input import parse_json, read_body, refuse_a_body, refuse_unknown_parameters
 from service.http.problems import NotAuthenticated, ServiceUnavailable
 from service.http.state import State
 
@@ -49,9 +50,11 @@ async def admit(request: Request) -> Caller:
     context.body = await read_body(request)
     user = await _authenticate(context.app, request)
     context.user_id = user.user_id
-    operation_id = getattr(request.scope.get("route"), "operation_id", None)
-    declared = context.app.query_parameters.get(operation_id or "", _NO_PARAMETERS)
+    operation_id = getattr(request.scope.get("route"), "operation_id", None) or ""
+    declared = context.app.query_parameters.get(operation_id, _NO_PARAMETERS)
     refuse_unknown_parameters(request.query_params, declared)
+    if operation_id not in context.app.takes_body:
+        refuse_a_body(context.body)
     database = context.app.database.for_request(context.arrived_at, user.user_id)
     return Caller(user=user, db=database, app=context.app, context=context)
 
@@ -76,8 +79,13 @@ def json_body(model: type[M]) -> Callable[[Request, Caller], Awaitable[M]]:
     """A dependency: the body the guard read, as `model` (after the guard, by construction)."""
 
     async def parse(request: Request, caller: CallerDep) -> M:
-        content_type = request.headers.get("content-type", "")
-        return parse_json(caller.context.body, content_type, model)
+        headers = request.headers
+        return parse_json(
+            caller.context.body,
+            headers.get("content-type", ""),
+            headers.get("content-encoding", ""),
+            model,
+        )
 
     return parse
 

@@ -40,6 +40,16 @@ def declared_query_parameters(contract: dict[str, Any]) -> dict[str, frozenset[s
     return declared
 
 
+def operations_with_a_body(contract: dict[str, Any]) -> frozenset[str]:
+    """The operationIds whose contract declares a request body."""
+    return frozenset(
+        operation["operationId"]
+        for item in contract["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "requestBody" in operation
+    )
+
+
 def resolve(contract: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     """`node`, following a `$ref` within the contract."""
     while "$ref" in node:

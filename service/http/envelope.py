@@ -12,8 +12,9 @@ from urllib.parse import unquote
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.context import RequestContext, attach
+from service.http.context import RequestContext, answered_by_server, attach
 from service.http.logs import access_log
+from service.http.problems import problem_response
 from service.http.state import State
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -21,6 +22,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # into responses or logs.
 _WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # fullmatch: `$` allows a final "\n"
 CLIENT_CLOSED_REQUEST = 499
+# RFC 3986 host and port: an IP literal, or an IPv4 address or registered name (letters,
+# digits, unreserved and sub-delims characters, percent-encoded octets), then an optional port.
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"
+    rb"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -30,6 +37,27 @@ SECURITY_HEADERS = {
 def new_request_id() -> str:
     # 128 random bits, as hex: what uuid4().hex gives, without building a UUID per request.
     return os.urandom(16).hex()
+
+
+def request_id_for(scope: Scope) -> str:
+    """The client's X-Request-ID when it is short and plain, else a new one."""
+    offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+    return offered if _WELL_FORMED_ID.fullmatch(offered) else new_request_id()
+
+
+def _host_problem(scope: Scope) -> str | None:
+    """Why the request's Host field breaks RFC 9112 section 3.2, or None: HTTP/1.1 needs
+    exactly one, and no request may carry two, or one that is not a host and port."""
+    hosts = [value for name, value in scope["headers"] if name == b"host"]
+    if len(hosts) > 1:
+        return "The request must carry one Host header field, not several."
+    if not hosts:
+        if scope.get("http_version") == "1.1":
+            return "An HTTP/1.1 request must carry a Host header field."
+        return None
+    if not _HOST.fullmatch(hosts[0]):
+        return "The Host header field is not a host and port."
+    return None
 
 
 def _path_keeping_encoded_slashes(raw_path: bytes) -> str:
@@ -55,10 +83,7 @@ class RequestEnvelope:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        offered = next(
-            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
-        )
-        request_id = offered if _WELL_FORMED_ID.fullmatch(offered) else new_request_id()
+        request_id = request_id_for(scope)
         context = RequestContext(request_id, time.monotonic(), self.state)
         attach(scope, context)
         # What the app sees; the server keeps its own scope, where HEAD stays HEAD. Copied only
@@ -82,9 +107,22 @@ class RequestEnvelope:
                     headers.setdefault(name, value)
             await send(message)
 
+        answered = answered_by_server(scope)
+        if answered is not None:  # the server itself answered (a body that broke early)
+            context.status_by_server, context.request_id = answered
+            request_id = context.request_id
         try:
-            await self.app(inner, receive, send_with_headers)
+            host_problem = _host_problem(scope)
+            if answered is not None:
+                pass
+            elif host_problem is not None:
+                answer = problem_response(400, host_problem, request_id=request_id)
+                await answer(scope, receive, send_with_headers)
+            else:
+                await self.app(inner, receive, send_with_headers)
         finally:
+            if status == CLIENT_CLOSED_REQUEST and context.status_by_server is not None:
+                status = context.status_by_server
             route = inner.get("route")
             template = getattr(route, "path", None) or "(no route)"
             duration = time.perf_counter() - started

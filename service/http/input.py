@@ -15,7 +15,6 @@ from service import strict_json
 from service.http.problems import BodyTooLarge, InvalidInput, UnsupportedMediaType, reflected
 
 MAX_BODY_BYTES = 64 * 1024
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -25,9 +24,8 @@ def _too_large() -> BodyTooLarge:
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw body of a POST, PUT or PATCH, refused past 64 KiB without reading it all."""
-    if request.method not in _BODY_METHODS:
-        return b""
+    """The raw body, whatever the method, refused past 64 KiB without reading it all. Read
+    even where the operation takes none, so that one sent there is refused, not ignored."""
     declared = request.headers.get("content-length", "")
     # Compared as text first: int() of thousands of digits is refused (and slow).
     if (
@@ -59,10 +57,24 @@ def _field_errors(error: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def parse_json(raw: bytes, content_type: str, model: type[M]) -> M:
-    """The body as `model`: JSON (read as I-JSON), of media type application/json."""
+def refuse_a_body(raw: bytes) -> None:
+    """For operations that take no body: an empty one is fine, any other is a 400 (a client
+    that sends `{"completed": false}` to the toggle must not see it flip the task anyway)."""
+    if raw:
+        raise InvalidInput("This operation takes no request body.")
+
+
+def parse_json(raw: bytes, content_type: str, content_encoding: str, model: type[M]) -> M:
+    """The body as `model`: JSON (read as I-JSON), of media type application/json, and sent
+    as it is (a body in any content coding but identity is refused, never decoded or read)."""
     if not raw:
         raise InvalidInput("A JSON request body is required.")
+    codings = [coding.strip().lower() for coding in content_encoding.split(",")]
+    if any(coding not in ("", "identity") for coding in codings):
+        raise UnsupportedMediaType(
+            "The request body must not be content-encoded.",
+            headers={"Accept-Encoding": "identity"},
+        )
     if content_type.partition(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType
     try:

@@ -70,6 +70,19 @@ class NotFound(Problem):
     detail = "Not found."
 
 
+class PreconditionFailed(Problem):
+    status = HTTPStatus.PRECONDITION_FAILED
+    detail = (
+        "It has changed since the version your If-Match names: read it again for its current "
+        "ETag, then decide."
+    )
+
+
+class PreconditionRequired(Problem):
+    status = HTTPStatus.PRECONDITION_REQUIRED
+    detail = "This service requires If-Match on every change: send the ETag you last read."
+
+
 class BodyTooLarge(Problem):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 

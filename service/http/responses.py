@@ -6,6 +6,10 @@ import orjson
 from starlette.responses import Response
 
 
+def json_body_bytes(content: Any) -> bytes:
+    return orjson.dumps(content)
+
+
 def json_response(
     content: Any, *, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:

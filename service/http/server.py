@@ -41,7 +41,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service.config import get_settings
-from service.http.envelope import REQUEST_ID_HEADER, SECURITY_HEADERS, new_request_id
+from service.http.context import context_of_scope, mark_answered_by_server
+from service.http.envelope import (
+    REQUEST_ID_HEADER,
+    SECURITY_HEADERS,
+    new_request_id,
+    request_id_for,
+)
 from service.http.logs import access_log
 from service.http.problems import PROBLEM_JSON, problem_response
 
@@ -63,6 +69,17 @@ class _Refused(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+def _framing_detail(error: Exception) -> str:
+    # httptools names what it refused ("Invalid character in chunk size", "Request has
+    # invalid `Transfer-Encoding`"): the client's own bytes, described, never echoed.
+    reason = str(error).strip().rstrip(".")
+    return (
+        f"The request is not valid HTTP/1.1: {reason}."
+        if reason
+        else ("The request is not valid HTTP/1.1.")
+    )
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
@@ -178,8 +195,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             else:
                 self.send_400_response("The request is not valid HTTP/1.1.")
             return
-        except httptools.HttpParserError:
-            self.send_400_response("The request is not valid HTTP/1.1.")
+        except httptools.HttpParserError as error:
+            self.send_400_response(_framing_detail(error))
             return
         # One header larger than the limit is refused while it is still arriving.
         if self._receiving_head and self._head_bytes > self._max_header_bytes:
@@ -214,6 +231,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._receiving_head:
+            # A field of a chunked body's trailer. It never becomes a request header
+            # (RFC 9110 section 6.5.1): uvicorn would append it to the headers the app reads,
+            # so an Authorization or Content-Type sent there would act as one.
+            return
         self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
         super().on_header(name, value)
 
@@ -269,26 +291,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._serving_a_request():
-            # A pipelined request went wrong while the one before it is still being
-            # answered; a second response cannot be interleaved with it.
-            self.transport.close()
+            self._refuse_the_request_being_served(status, detail)
             return
         request_id = new_request_id()
-        # The app's one problem renderer.
-        body = bytes(problem_response(status, detail, request_id=request_id).body)
-        fields = [
-            *((name.decode(), value.decode()) for name, value in self.server_state.default_headers),
-            ("Content-Type", PROBLEM_JSON),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-            (REQUEST_ID_HEADER, request_id),
-            *SECURITY_HEADERS.items(),
-            *(headers or {}).items(),
-        ]
-        head = f"HTTP/1.1 {int(status)} {status.phrase}\r\n" + "".join(
-            f"{name}: {value}\r\n" for name, value in fields
-        )
-        self.transport.write(head.encode("latin-1") + b"\r\n" + body)
+        self._write_problem(status, detail, request_id, headers)
         if linger:
             self._close_after_answer()
         else:
@@ -304,3 +310,50 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 }
             },
         )
+
+    def _refuse_the_request_being_served(self, status: HTTPStatus, detail: str) -> None:
+        """A request whose body went wrong (a chunk size that does not parse, a coding that is
+        not chunked) while the app already runs: answered here, if the app has not started its
+        answer and no pipelined request waits, else the connection is closed (a second
+        response cannot be interleaved with one under way). The app then sees the client gone
+        and its answer is dropped; the envelope logs the request with this status."""
+        cycle = self.cycle
+        in_its_body = self._request_begun and not self._receiving_head
+        if cycle is None or cycle.response_started or self.pipeline or not in_its_body:
+            self.transport.close()
+            return
+        scope: Any = cycle.scope  # uvicorn's TypedDict, which the app reads as a mapping
+        context = context_of_scope(scope)
+        if context is not None:  # the app is under way: the envelope logs the status given
+            request_id = context.request_id
+            context.status_by_server = int(status)
+        else:  # the app has not started: it will find the request answered
+            request_id = request_id_for(scope)
+            mark_answered_by_server(scope, int(status), request_id)
+        self._write_problem(status, detail, request_id, None)
+        cycle.disconnected = True
+        cycle.message_event.set()  # the app waiting for the body sees the disconnect
+        self._close_after_answer()
+
+    def _write_problem(
+        self,
+        status: HTTPStatus,
+        detail: str,
+        request_id: str,
+        headers: dict[str, str] | None,
+    ) -> None:
+        # The app's one problem renderer.
+        body = bytes(problem_response(status, detail, request_id=request_id).body)
+        fields = [
+            *((name.decode(), value.decode()) for name, value in self.server_state.default_headers),
+            ("Content-Type", PROBLEM_JSON),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            (REQUEST_ID_HEADER, request_id),
+            *SECURITY_HEADERS.items(),
+            *(headers or {}).items(),
+        ]
+        head = f"HTTP/1.1 {int(status)} {status.phrase}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in fields
+        )
+        self.transport.write(head.encode("latin-1") + b"\r\n" + body)

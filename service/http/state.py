@@ -37,4 +37,6 @@ class State:
     metrics: Metrics
     # The query parameters the contract declares, by operationId: any other is a 400.
     query_parameters: Mapping[str, frozenset[str]]
+    # The operations whose contract declares a request body; any other must get none.
+    takes_body: frozenset[str]
     readiness: Readiness = field(default_factory=Readiness)

@@ -1,15 +1,23 @@
 """Every statement the task routes run, built once with SQLAlchemy Core and compiled to SQL.
 
 Ownership is part of every statement: the one way to address a task is by its id *and* its
-owner (`_owned`), so another user's task is exactly a missing one. Row-level security says it
+owner (`owned`), so another user's task is exactly a missing one. Row-level security says it
 again in the database (migration 0002).
+
+A conditional write (If-Match) is one statement too: the write applies only to a row whose
+version (`updated_at`, what its ETag names) is among those the client sent, and the same
+statement says whether the task exists at all, so that a mismatch is a 412 and a missing task
+a 404 without a read before the write. Two writers with one ETag: PostgreSQL re-checks the
+version on the row the first one left, so the second writes nothing.
 """
 
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
     Integer,
+    any_,
     bindparam,
     delete,
     func,
@@ -20,7 +28,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
 
 from service.data.sql import compiled
 from service.tasks.table import tasks_table, users_table
@@ -47,42 +56,65 @@ class Statements:
     def __init__(self, *, owner_filter: bool = True) -> None:
         mine: ColumnElement[bool] = tasks.user_id == bindparam("owner") if owner_filter else true()
         owned = (tasks.id == bindparam("task_id")) & mine
-        self.get = compiled(select(tasks_table).where(owned))
-        self.toggle = compiled(
-            update(tasks_table)
-            .where(owned)
-            .values(completed=not_(tasks.completed), updated_at=_BUMPED_UPDATED_AT)
-            .returning(tasks.completed)
-        )
-        self.delete = compiled(delete(tasks_table).where(owned).returning(tasks.id))
-        self.create = compiled(_create())
-        self._lists = {
-            (filtered, after): compiled(_listing(mine, filtered=filtered, after=after))
-            for filtered in (False, True)
-            for after in (False, True)
-        }
-        self._updates = {
-            fields: compiled(
+        # The versions an If-Match names, compared strongly (equal timestamps).
+        versions = bindparam("versions", type_=ARRAY(DateTime(timezone=True)))
+        matching = owned & (tasks.updated_at == any_(versions))
+
+        def toggle(where: ColumnElement[bool]) -> ReturningUpdate[Any]:
+            return (
                 update(tasks_table)
-                .where(owned)
+                .where(where)
+                .values(completed=not_(tasks.completed), updated_at=_BUMPED_UPDATED_AT)
+                .returning(tasks.completed, tasks.updated_at)
+            )
+
+        def remove(where: ColumnElement[bool]) -> ReturningDelete[Any]:
+            return delete(tasks_table).where(where).returning(tasks.id)
+
+        def change(where: ColumnElement[bool], fields: frozenset[str]) -> ReturningUpdate[Any]:
+            return (
+                update(tasks_table)
+                .where(where)
                 .values(
                     **{field: bindparam(f"new_{field}") for field in fields},
                     updated_at=_BUMPED_UPDATED_AT,
                 )
                 .returning(*tasks_table.c)
             )
-            for fields in (
-                frozenset({"title"}),
-                frozenset({"completed"}),
-                frozenset(UPDATABLE),
-            )
+
+        self.get = compiled(select(tasks_table).where(owned))
+        self.toggle = compiled(toggle(owned))
+        self.toggle_if = compiled(_conditional(toggle(matching), owned))
+        self.delete = compiled(remove(owned))
+        self.delete_if = compiled(_conditional(remove(matching), owned))
+        self.create = compiled(_create())
+        self._lists = {
+            (filtered, after): compiled(_listing(mine, filtered=filtered, after=after))
+            for filtered in (False, True)
+            for after in (False, True)
+        }
+        field_sets = (frozenset({"title"}), frozenset({"completed"}), frozenset(UPDATABLE))
+        self._updates = {fields: compiled(change(owned, fields)) for fields in field_sets}
+        self._updates_if = {
+            fields: compiled(_conditional(change(matching, fields), owned)) for fields in field_sets
         }
 
     def list(self, *, filtered: bool, after: bool) -> str:
         return self._lists[filtered, after]
 
-    def update(self, fields: frozenset[str]) -> str:
-        return self._updates[fields]
+    def update(self, fields: frozenset[str], *, conditional: bool = False) -> str:
+        return (self._updates_if if conditional else self._updates)[fields]
+
+
+def _conditional(write: ReturningUpdate[Any] | ReturningDelete[Any], owned: Any) -> Any:
+    """`write` (already limited to the matching versions) with, first, how many tasks the
+    request addresses: one row, `(found, *the write's RETURNING or NULLs)`. Both parts read
+    one snapshot, so `found` is the task as it was when the statement began."""
+    changed = write.cte("changed")
+    target = (
+        select(func.count().label("found")).select_from(tasks_table).where(owned).subquery("target")
+    )
+    return select(target.c.found, *changed.c).select_from(target.outerjoin(changed, true()))
 
 
 def _create() -> Any:

@@ -71,7 +71,11 @@ def _accepted_by_service(title: str) -> bool:
 _title_text = st.text(
     alphabet=st.one_of(
         # Whitespace, controls, invisible characters and letters that NFC composes.
-        st.sampled_from(TITLE_WHITESPACE + "\x00\x1c\x85ab\u200b\u2060\u3164\ufe0f\u0301e"),
+        st.sampled_from(
+            TITLE_WHITESPACE
+            + "\x00\x1c\x85ab\u200b\u2060\u3164\ufe0f\u0301e\u2800"
+            + "\U0001bca0\U0001d173\U000e0001\U000e0041\U000e0080\U000e0100\U000e0fff"
+        ),
         st.characters(codec="utf-8"),
     ),
     max_size=520,
@@ -104,5 +108,6 @@ def test_title_boundaries_agree() -> None:
     for title in [
         *("a", " a ", "a" * 500, " " + "a" * 500 + " ", "a" * 501, "", " ", "a\x00"),
         *("\u200b", " \u200b\u2060 ", "\u3164", "a\u200b", "e\u0301", "\ufe0f\u00ad"),
+        *("\U0001d173", "a\U0001d173", "\U000e0041", "a\U000e0041", "\U000e0100", "\u2800"),
     ]:
         assert _accepted_by_contract(title) == _accepted_by_service(title), repr(title)

@@ -6,11 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.factories import UserFactory
@@ -110,6 +112,73 @@ def _lifecycle(client: Any, models: Any, base_url: str, client_package: ModuleTy
     assert isinstance(refused.parsed, models.Problem)
 
 
+class _LosesTheFirstResponse(httpx.HTTPTransport):
+    """Sends every request; throws the first response away, as a dropped connection would
+    after the server did the work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if not self.lost:
+            self.lost = True
+            response.close()
+            raise httpx.ReadError("the response was lost", request=request)
+        return response
+
+
+def _with_retries(attempt: Any) -> Any:
+    for tries in (1, 2, 3):
+        try:
+            return attempt()
+        except httpx.TransportError:
+            if tries == 3:
+                raise
+    raise AssertionError("unreachable")
+
+
+def test_the_generated_client_retries_safely_and_loses_no_update(
+    client_package: ModuleType, base_url: str
+) -> None:
+    models = importlib.import_module(f"{PACKAGE}.models")
+    user = UserFactory.create()
+    flaky = client_package.AuthenticatedClient(
+        base_url=base_url, token=user.token, httpx_args={"transport": _LosesTheFirstResponse()}
+    )
+    client = client_package.AuthenticatedClient(base_url=base_url, token=user.token)
+    with flaky, client:
+        key = str(uuid.uuid4())
+        created = _with_retries(
+            lambda: _api("create_task").sync_detailed(
+                client=flaky, body=models.TaskCreate(title="retried once"), idempotency_key=key
+            )
+        )
+        assert created.status_code == 201
+        assert created.headers["idempotent-replayed"] == "true"
+        titles = [task.title for task in _api("list_tasks").sync(client=client, limit=200).tasks]
+        assert titles == ["retried once"]
+
+        task_id = str(created.parsed.id)
+        read = _api("get_task").sync_detailed(task_id, client=client)
+        etag = read.headers["etag"]
+        first = _api("update_task").sync_detailed(
+            task_id, client=client, body=models.TaskUpdate(title="phone"), if_match=etag
+        )
+        assert first.status_code == 200
+        stale = _api("update_task").sync_detailed(
+            task_id, client=client, body=models.TaskUpdate(completed=True), if_match=etag
+        )
+        assert stale.status_code == 412
+        assert isinstance(stale.parsed, models.Problem)
+        fresh = _api("get_task").sync_detailed(task_id, client=client).headers["etag"]
+        merged = _api("update_task").sync(
+            task_id, client=client, body=models.TaskUpdate(completed=True), if_match=fresh
+        )
+        assert (merged.title, merged.completed) == ("phone", True)
+
+
 def test_the_readme_python_snippet_runs_as_written(
     client_package: ModuleType, base_url: str
 ) -> None:
@@ -132,4 +201,5 @@ def test_the_readme_python_snippet_runs_as_written(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Buy milk 1"
+    # One task though the create ran twice (the key), and the conditional change applied.
+    assert result.stdout.strip() == "Buy milk 1 200"

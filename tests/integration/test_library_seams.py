@@ -11,13 +11,14 @@ library is pinned to the minor version these were written against (pyproject.tom
 import asyncio
 import hashlib
 import inspect
+import logging
 
 import pytest
 import starlette
 import uvicorn
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from service.http.cors import ProblemCORSMiddleware
@@ -39,7 +40,9 @@ PROTOCOL_METHODS = (
     "_unsupported_upgrade_warning",
 )
 # What it reads on a protocol instance, once constructed.
-PROTOCOL_ATTRIBUTES = ("parser", "server_state", "connections", "loop", "cycle")
+PROTOCOL_ATTRIBUTES = ("parser", "server_state", "connections", "loop", "cycle", "pipeline")
+# What it reads and sets on the request/response cycle, to answer a body that broke.
+CYCLE_ATTRIBUTES = ("scope", "response_started", "disconnected", "message_event")
 # The constructor uvicorn calls, whose parameters the override passes on.
 PROTOCOL_PARAMETERS = ["self", "config", "server_state", "app_state", "_loop"]
 # service/http/server.py replaces data_received with a copy that counts what arrives: when
@@ -83,6 +86,28 @@ def test_uvicorn_protocol_instances_still_have_the_attributes_the_server_module_
         loop.close()
     assert missing == [], _moved(f"a protocol has no {', '.join(missing)}")
     assert hasattr(ServerState(), "default_headers"), _moved("ServerState.default_headers is gone")
+
+
+def test_uvicorn_cycles_still_have_what_the_server_module_reads_and_sets() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        cycle = RequestResponseCycle(
+            scope={},  # type: ignore[typeddict-item]
+            transport=None,  # type: ignore[arg-type]
+            flow=None,  # type: ignore[arg-type]
+            logger=logging.getLogger("uvicorn.error"),
+            access_logger=logging.getLogger("uvicorn.access"),
+            access_log=False,
+            default_headers=[],
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=True,
+            on_response=lambda: None,
+        )
+        missing = [name for name in CYCLE_ATTRIBUTES if not hasattr(cycle, name)]
+    finally:
+        loop.close()
+    assert missing == [], _moved(f"a RequestResponseCycle has no {', '.join(missing)}")
 
 
 def test_uvicorn_data_received_is_the_one_the_copy_was_taken_from() -> None:

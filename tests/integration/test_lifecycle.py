@@ -104,15 +104,18 @@ def test_toggle_flips_completion_and_reports_the_new_state(
     assert api.get(url, headers=alice.headers).json()["completed"] is False
 
 
-def test_toggle_ignores_a_body(
+def test_toggle_refuses_a_body_rather_than_ignore_it(
     api: httpx.Client, alice: ApiUser, alice_task: dict[str, Any]
 ) -> None:
+    # A client that sends {"completed": false} means something the toggle does not do: it is
+    # told so, and the task does not flip.
     response = api.patch(
         f"/api/tasks/{alice_task['id']}/complete",
         json={"completed": False},
         headers=alice.headers,
     )
-    assert response.json() == {"success": True, "completed": True}
+    assert response.status_code == 400
+    assert api.get(f"/api/tasks/{alice_task['id']}", headers=alice.headers).json() == alice_task
 
 
 def test_delete_removes_the_task(

@@ -9,7 +9,6 @@ the same headers as every other response.
 """
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,6 +18,7 @@ import pytest
 
 from tests.support.live import RunningService, service_process
 from tests.support.tokens import SECRET
+from tests.support.wire import connect, read_until_closed, server_answer, status_and_headers
 
 RECEIVE_TIMEOUT = 1.0
 
@@ -43,33 +43,6 @@ def served(service_database_url: str) -> Iterator[tuple[RunningService, int]]:
         yield running
 
 
-def _connect(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=10)
-
-
-def _read_until_closed(sock: socket.socket, within: float) -> bytes:
-    """Everything the server sends until it closes the connection; fails past `within`."""
-    sock.settimeout(within)
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
-
-
-def _status_and_headers(response: bytes) -> tuple[int, dict[str, str]]:
-    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in head[1:])
-    return int(head[0].split(" ")[1]), {name.lower(): value for name, value in headers.items()}
-
-
-def _server_answer(port: int, request: bytes, within: float) -> tuple[int, dict[str, str]]:
-    """Send `request` on a new connection; the status and headers the server answers with
-    before it closes the connection."""
-    with _connect(port) as sock:
-        sock.sendall(request)
-        return _status_and_headers(_read_until_closed(sock, within=within))
-
-
 def _assert_common_headers(headers: dict[str, str]) -> None:
     assert len(headers["x-request-id"]) == 32
     assert headers["cache-control"] == "no-store"
@@ -84,9 +57,9 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_deadline(
     served: tuple[RunningService, int],
 ) -> None:
     _, port = served
-    with _connect(port) as sock:
+    with connect(port) as sock:
         started = time.monotonic()
-        assert _read_until_closed(sock, within=RECEIVE_TIMEOUT + 2) == b""
+        assert read_until_closed(sock, within=RECEIVE_TIMEOUT + 2) == b""
         assert time.monotonic() - started >= RECEIVE_TIMEOUT * 0.9
 
 
@@ -95,7 +68,7 @@ def test_a_request_that_stops_halfway_through_its_headers_gets_408(
 ) -> None:
     _, port = served
     stopped = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: "
-    status, headers = _server_answer(port, stopped, within=RECEIVE_TIMEOUT + 2)
+    status, headers = server_answer(port, stopped, within=RECEIVE_TIMEOUT + 2)
     assert status == 408
     _assert_common_headers(headers)
 
@@ -104,7 +77,7 @@ def test_a_header_trickled_a_byte_at_a_time_does_not_extend_the_deadline(
     served: tuple[RunningService, int],
 ) -> None:
     _, port = served
-    with _connect(port) as sock:
+    with connect(port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
         started = time.monotonic()
         sock.settimeout(0.2)
@@ -128,13 +101,13 @@ def test_a_body_that_stops_before_its_declared_length_is_closed(
     served: tuple[RunningService, int],
 ) -> None:
     _, port = served
-    with _connect(port) as sock:
+    with connect(port) as sock:
         sock.sendall(
             b"POST /api/tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
             b'Content-Length: 1000\r\n\r\n{"title": "'
         )
         started = time.monotonic()
-        _read_until_closed(sock, within=RECEIVE_TIMEOUT + 2)
+        read_until_closed(sock, within=RECEIVE_TIMEOUT + 2)
         assert time.monotonic() - started < RECEIVE_TIMEOUT + 1
 
 
@@ -143,11 +116,11 @@ def test_a_finished_request_on_a_slow_connection_is_answered(
 ) -> None:
     # The control: the same request completed within the deadline, in pieces, is served.
     _, port = served
-    with _connect(port) as sock:
+    with connect(port) as sock:
         for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: t\r\n", b"Connection: close\r\n\r\n"):
             sock.sendall(piece)
             time.sleep(RECEIVE_TIMEOUT / 5)
-        status, _ = _status_and_headers(_read_until_closed(sock, within=5))
+        status, _ = status_and_headers(read_until_closed(sock, within=5))
     assert status == 200
 
 
@@ -159,7 +132,7 @@ def test_headers_over_the_limit_are_refused_with_431_as_they_arrive(
     served: tuple[RunningService, int], size: int
 ) -> None:
     service, port = served
-    with _connect(port) as sock:
+    with connect(port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ")
         sent = 0
         try:
@@ -167,8 +140,8 @@ def test_headers_over_the_limit_are_refused_with_431_as_they_arrive(
                 sent += sock.send(b"a" * min(65536, size - sent))
         except OSError:
             pass  # the server answered and closed while the header was still arriving
-        response = _read_until_closed(sock, within=5)
-    status, headers = _status_and_headers(response)
+        response = read_until_closed(sock, within=5)
+    status, headers = status_and_headers(response)
     assert status == 431
     _assert_common_headers(headers)
     assert "16384 bytes" in json.loads(response.split(b"\r\n\r\n", 1)[1])["detail"]
@@ -180,7 +153,7 @@ def test_a_request_target_over_the_limit_is_refused_with_414(
 ) -> None:
     _, port = served
     long_target = b"GET /api/tasks?" + b"x" * (20 * 1024) + b" HTTP/1.1\r\nHost: t\r\n\r\n"
-    status, headers = _server_answer(port, long_target, within=5)
+    status, headers = server_answer(port, long_target, within=5)
     assert status == 414
     _assert_common_headers(headers)
 
@@ -203,7 +176,7 @@ def test_a_request_the_server_cannot_parse_gets_a_problem_with_the_common_header
     served: tuple[RunningService, int], request_bytes: bytes
 ) -> None:
     _, port = served
-    status, headers = _server_answer(port, request_bytes, within=5)
+    status, headers = server_answer(port, request_bytes, within=5)
     assert status == 400
     _assert_common_headers(headers)
 
@@ -212,13 +185,13 @@ def test_a_websocket_upgrade_is_an_ordinary_request_answered_by_the_app(
     served: tuple[RunningService, int],
 ) -> None:
     _, port = served
-    with _connect(port) as sock:
+    with connect(port) as sock:
         sock.sendall(
             b"GET /api/tasks HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         )
         sock.settimeout(5)
-        status, headers = _status_and_headers(sock.recv(65536))
+        status, headers = status_and_headers(sock.recv(65536))
     assert status == 401  # the app's answer: no token
     _assert_common_headers(headers)
     assert "upgrade" not in headers
@@ -233,7 +206,7 @@ def test_healthz_keeps_answering_while_2000_half_open_connections_are_held(
     service, port = served
     with ExitStack() as held:
         for index in range(2000):
-            sock = held.enter_context(_connect(port))
+            sock = held.enter_context(connect(port))
             if index % 2:
                 sock.sendall(b"GET /api/tasks HTTP/1.1\r\nHost: t\r\nX-Half: ")
         timings = []
@@ -255,7 +228,7 @@ def test_each_worker_holds_at_most_the_configured_connections(
         bounded_service(service_database_url, HTTP_MAX_CONNECTIONS="50") as (service, port),
         ExitStack() as held,
     ):
-        sockets = [held.enter_context(_connect(port)) for _ in range(200)]
+        sockets = [held.enter_context(connect(port)) for _ in range(200)]
         time.sleep(0.5)
         open_ones = 0
         for sock in sockets:
@@ -279,15 +252,15 @@ def test_at_the_bound_with_every_connection_busy_a_newcomer_gets_503_at_once(
             # Busy: pipelined requests for a 1.5 MB file, never read, so each response waits
             # on a full socket buffer and its connection cannot be evicted.
             for _ in range(3):
-                sock = held.enter_context(_connect(port))
+                sock = held.enter_context(connect(port))
                 request = f"GET {asset} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
                 sock.sendall(request * 8)
             time.sleep(0.5)
-            with _connect(port) as newcomer:
+            with connect(port) as newcomer:
                 started = time.monotonic()
-                response = _read_until_closed(newcomer, within=2)
+                response = read_until_closed(newcomer, within=2)
                 waited = time.monotonic() - started
-    status, headers = _status_and_headers(response)
+    status, headers = status_and_headers(response)
     assert status == 503
     assert headers["retry-after"] == "1"
     _assert_common_headers(headers)

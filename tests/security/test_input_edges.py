@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.tasks.titles import clean_title
 from tests.support.factories import ApiUser
 from tests.support.live import service_process
 from tests.support.operations import SECURED_OPERATIONS, Operation
@@ -371,6 +372,10 @@ def test_no_body_is_a_server_error(
     [
         *("\u200b", " \u200b\u200c\u200d ", "\u2060\u2063", "\u3164", "\ufe0f", "\u00ad"),
         *("\u115f", "\u2800", "\u2800\u2800 \u3164"),
+        # Beyond the Basic Multilingual Plane: shorthand format controls, musical formatting
+        # controls, the variation selectors supplement and the rest of U+E0000-U+E0FFF.
+        *("\U0001bca0", "\U0001bca3", "\U0001d173", "\U0001d17a \U0001d173"),
+        *("\U000e0100", "\U000e01ef", "\U000e0fff", "\U000e0080"),
     ],
     ids=repr,
 )
@@ -380,6 +385,46 @@ def test_a_title_with_nothing_visible_is_refused(
     response = api.post("/api/tasks", json={"title": title}, headers=alice.headers)
     assert response.status_code == 400
     assert response.json()["errors"][0]["pointer"] == "#/title"
+
+
+# Every Default_Ignorable_Code_Point of Unicode (DerivedCoreProperties.txt), as ranges.
+DEFAULT_IGNORABLE = [
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+]  # fmt: skip
+
+
+def test_no_default_ignorable_character_alone_or_in_company_is_a_title() -> None:
+    for first, last in DEFAULT_IGNORABLE:
+        for code in range(first, last + 1):
+            # Refused as invisible, as a control, or (U+FEFF, which trim removes) as empty.
+            with pytest.raises(ValueError, match=r"visible|control|1 to 500"):
+                clean_title(chr(code) * 3)
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["hidden\U000e0041\U000e0042 text", "\U000e0001a", "a\U000e007f", "flag\U000e0067\U000e007f"],
+    ids=repr,
+)
+def test_a_tag_character_anywhere_in_a_title_is_refused(
+    api: httpx.Client, alice: ApiUser, title: str
+) -> None:
+    response = api.post("/api/tasks", json={"title": title}, headers=alice.headers)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["pointer"] == "#/title"
+    assert api.get("/api/tasks", headers=alice.headers).json()["tasks"] == []
+
+
+def test_visible_text_beside_invisible_characters_beyond_the_bmp_is_a_title(
+    api: httpx.Client, alice: ApiUser
+) -> None:
+    # Emoji with a variation selector, and text beside musical formatting controls.
+    for title in ("\u2764\ufe0f", "a\U0001d173", "\U0001f600\U000e0100"):
+        response = api.post("/api/tasks", json={"title": title}, headers=alice.headers)
+        assert response.status_code == 201, title
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,9 @@ def a_user_row(db_engine: Engine) -> str:
         ("isolate \u2066", 0, "ck_tasks_title_characters"),
         ("nonchar \ufffe", 0, "ck_tasks_title_characters"),
         ("C1 \x85 control", 0, "ck_tasks_title_characters"),
+        ("hidden \U000e0041 tag", 0, "ck_tasks_title_characters"),
+        ("\U0001d173\U000e0100", 0, "ck_tasks_title_visible"),
+        ("\u2800", 0, "ck_tasks_title_visible"),
         ("updated before created", -1, "ck_tasks_updated_after_created"),
     ],
 )
@@ -91,7 +94,11 @@ def test_a_valid_row_passes_every_constraint(db_engine: Engine, a_user_row: str)
 # Titles near every edge of the rule: the trim set, refused characters, and anything else
 # PostgreSQL can hold (text cannot hold NUL, and surrogates are not characters).
 _storable = st.characters(codec="utf-8", exclude_characters="\x00")
-_edges = st.sampled_from(TITLE_WHITESPACE + "\x01\x1f\x7f\x85\x9f\u202a\u2069\ufdd0\ufffeab")
+_edges = st.sampled_from(
+    TITLE_WHITESPACE
+    + "\x01\x1f\x7f\x85\x9f\u202a\u2069\ufdd0\ufffeab\u2800"
+    + "\U0001bca0\U0001d173\U000e0001\U000e0041\U000e007f\U000e0080\U000e0100\U000e0fff"
+)
 _titles = st.text(alphabet=st.one_of(_edges, _storable), max_size=40) | st.builds(
     lambda n, c: c * n, st.integers(495, 505), st.sampled_from("ab\u00e9")
 )
@@ -245,6 +252,38 @@ def test_another_users_rows_cannot_be_changed_or_deleted_even_by_id(
             text("SELECT title FROM tasks WHERE id = :id"), {"id": alice_task["id"]}
         ).scalar_one()
     assert title == alice_task["title"]
+
+
+def test_no_user_reads_another_users_idempotency_keys(
+    as_the_service: Any, db_engine: Engine, alice: ApiUser, bob: ApiUser
+) -> None:
+    # Stored outcomes hold task titles: they are bound by row-level security like tasks,
+    # expired or not.
+    with db_engine.begin() as connection:
+        for user, expires in ((alice, "1 hour"), (bob, "1 hour"), (bob, "-1 hour")):
+            connection.execute(
+                text(
+                    "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, "
+                    "expires_at) VALUES (:user, :key, '', 201, 'a title', now() + "
+                    "CAST(:expires AS interval))"
+                ),
+                {"user": user.sub, "key": f"k{expires}", "expires": expires},
+            )
+    _act_as(as_the_service, alice.sub)
+    with as_the_service.cursor() as cursor:
+        cursor.execute("SELECT user_id::text FROM idempotency_keys")
+        assert {row[0] for row in cursor.fetchall()} == {alice.sub}
+        cursor.execute(
+            "UPDATE idempotency_keys SET body = 'planted' WHERE user_id = %s", (bob.sub,)
+        )
+        assert cursor.rowcount == 0
+    refused = pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security")
+    with refused, as_the_service.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at) "
+            "VALUES (%s, 'x', '', 201, '', now())",
+            (bob.sub,),
+        )
 
 
 def test_the_service_role_cannot_switch_row_security_off(as_the_service: Any) -> None:

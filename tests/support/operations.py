@@ -42,6 +42,8 @@ class Operation:
     path: str
     secured: bool
     example_body: dict[str, Any] | None
+    # The request header fields the contract declares for it (If-Match, Idempotency-Key, ...).
+    header_parameters: frozenset[str] = frozenset()
 
     @property
     def takes_id(self) -> bool:
@@ -93,6 +95,14 @@ def contract_operations() -> list[Operation]:
                     path=path,
                     secured=bool(operation.get("security", default_security)),
                     example_body=_example_body(operation),
+                    header_parameters=frozenset(
+                        resolve(parameter)["name"]
+                        for parameter in [
+                            *item.get("parameters", []),
+                            *operation.get("parameters", []),
+                        ]
+                        if resolve(parameter)["in"] == "header"
+                    ),
                 )
             )
     return found

@@ -57,8 +57,95 @@ export async function lifecycle(baseUrl: string, token: string): Promise<void> {
   check(refused.response.status === 401 && refused.error?.status === 401, "bad token is a 401 problem");
 }
 
+// A fetch that loses the first response it gets: the server did the work, the client never
+// hears of it (a phone that went through a tunnel). What a retry must survive.
+function losingTheFirstResponse(): typeof fetch {
+  let lost = false;
+  return async (input, init) => {
+    const response = await fetch(input, init);
+    if (!lost) {
+      lost = true;
+      throw new TypeError("network error: the response was lost");
+    }
+    return response;
+  };
+}
+
+// Retries a request after a network error, as frontends do; the key makes it safe.
+async function withRetries<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!(error instanceof TypeError) || tries === 3) throw error;
+    }
+  }
+}
+
+export async function safeRetriesAndNoLostUpdates(baseUrl: string, token: string): Promise<void> {
+  const headers = { Authorization: `Bearer ${token}` };
+  const api = createClient<paths>({ baseUrl, headers });
+
+  // A create whose response is lost, retried with the same Idempotency-Key: one task.
+  const flaky = createClient<paths>({ baseUrl, headers, fetch: losingTheFirstResponse() });
+  const key = crypto.randomUUID();
+  const created = await withRetries(() =>
+    flaky.POST("/api/tasks", {
+      params: { header: { "Idempotency-Key": key } },
+      body: { title: "retried once" },
+    }),
+  );
+  check(created.response.status === 201 && created.data !== undefined, "retried create: 201");
+  check(created.response.headers.get("Idempotent-Replayed") === "true", "retried create: replayed");
+  const all = await api.GET("/api/tasks", { params: { query: { limit: 200 } } });
+  const copies = all.data?.tasks.filter((task) => task.title === "retried once") ?? [];
+  check(copies.length === 1, `retried create: ${copies.length} tasks`);
+
+  // A toggle whose response is lost, retried with its key: flipped once, not back.
+  const id = created.data.id;
+  const path = { id };
+  const toggleKey = crypto.randomUUID();
+  const toggler = createClient<paths>({ baseUrl, headers, fetch: losingTheFirstResponse() });
+  const toggled = await withRetries(() =>
+    toggler.PATCH("/api/tasks/{id}/complete", {
+      params: { path, header: { "Idempotency-Key": toggleKey } },
+    }),
+  );
+  check(toggled.data?.completed === true, "retried toggle: completed");
+  const afterToggle = await api.GET("/api/tasks/{id}", { params: { path } });
+  check(afterToggle.data?.completed === true, "retried toggle: flipped once");
+
+  // Two devices edit the task from the same version: the second learns of the first (412),
+  // reads the task again and applies its change to the new version.
+  const etag = afterToggle.response.headers.get("ETag") ?? "";
+  const phone = await api.PATCH("/api/tasks/{id}", {
+    params: { path, header: { "If-Match": etag } },
+    body: { title: "from the phone" },
+  });
+  check(phone.response.status === 200, "first edit: 200");
+  const laptop = await api.PATCH("/api/tasks/{id}", {
+    params: { path, header: { "If-Match": etag } },
+    body: { completed: false },
+  });
+  check(laptop.response.status === 412 && laptop.error?.status === 412, "stale edit: 412");
+  const fresh = await api.GET("/api/tasks/{id}", { params: { path } });
+  const again = await api.PATCH("/api/tasks/{id}", {
+    params: { path, header: { "If-Match": fresh.response.headers.get("ETag") ?? "" } },
+    body: { completed: false },
+  });
+  check(again.data?.title === "from the phone" && again.data.completed === false, "merged");
+
+  // Unchanged since the last read: 304, nothing to transfer.
+  const unchanged = await api.GET("/api/tasks/{id}", {
+    params: { path, header: { "If-None-Match": again.response.headers.get("ETag") ?? "" } },
+  });
+  check(unchanged.response.status === 304, `conditional read: ${unchanged.response.status}`);
+}
+
 const [baseUrl, token] = process.argv.slice(2);
 if (baseUrl !== undefined && token !== undefined) {
   await lifecycle(baseUrl, token);
   console.log("typescript client: lifecycle passed against", baseUrl);
+  await safeRetriesAndNoLostUpdates(baseUrl, token);
+  console.log("typescript client: safe retries and no lost updates passed against", baseUrl);
 }
