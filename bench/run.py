@@ -230,27 +230,29 @@ SERVICE_ROLE = "tasks_api_bench"
 
 @contextmanager
 def prepared_database(python: Path, args: argparse.Namespace) -> Iterator[dict[str, str]]:
-    """A fresh database migrated by `python`'s build, the service role granted what it needs,
-    seeded; yields the environment that serves and loads it."""
+    """A fresh database migrated by `python`'s build, seeded; yields the environment that
+    serves and loads it, as SERVICE_ROLE. Migrations run as the admin and grant that role what
+    requests need, as in a deployment (docs/DEPLOY.md), so every build's own tables are granted."""
     with fresh_database(args.server_url) as admin_url, tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "DATABASE_URL": admin_url, "JWT_SECRET": SECRET}
-        env.pop("MIGRATION_DATABASE_URL", None)
+        service_url = service_role_url(admin_url)
+        env = {**os.environ, "DATABASE_URL": service_url, "JWT_SECRET": SECRET}
+        env["MIGRATION_DATABASE_URL"] = admin_url
         subprocess.run([str(python), "-m", "service", "migrate"], env=env, check=True, cwd=HERE)
         pairs = Path(tmp) / "pairs.txt"
         seed(admin_url, args.users, 20, pairs)
-        yield {**env, "DATABASE_URL": service_role_url(admin_url), "BENCH_FILE": str(pairs)}
+        env.pop("MIGRATION_DATABASE_URL")
+        yield {**env, "BENCH_FILE": str(pairs)}
 
 
 def service_role_url(admin_url: str) -> str:
-    """SERVICE_ROLE (created once per server), granted what requests need on admin_url's
-    database; its URL there."""
+    """SERVICE_ROLE (created once per server, without privileges: `migrate` grants them), and
+    its URL on admin_url's database."""
     connection = psycopg2.connect(admin_url)
     connection.autocommit = True
     cursor = connection.cursor()
     cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_ROLE,))
     if cursor.fetchone() is None:
         cursor.execute(f"CREATE ROLE {SERVICE_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS")
-    cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON users, tasks TO {SERVICE_ROLE}")
     connection.close()
     url = make_url(admin_url).set(username=SERVICE_ROLE, password=None)
     return url.render_as_string(hide_password=False)

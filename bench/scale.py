@@ -110,13 +110,15 @@ def run(
     server_url: str, users: int, per_user: int, heavy: int, requests: int
 ) -> dict[str, list[float]]:
     with fresh_database(server_url) as database_url, tempfile.TemporaryDirectory():
-        env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": SECRET}
+        # Served as a role that row-level security binds, as deployed; migrations (as the
+        # admin) grant it what requests need.
+        env = {**os.environ, "DATABASE_URL": service_role_url(database_url), "JWT_SECRET": SECRET}
+        env["MIGRATION_DATABASE_URL"] = database_url
         subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, check=True, cwd=ROOT)
+        del env["MIGRATION_DATABASE_URL"]
         seed(database_url, users, per_user, heavy)
         port = free_port()
         command = [sys.executable, "-m", "service", "serve", "--no-migrate", "--port", str(port)]
-        # Served as a role that row-level security binds, as deployed.
-        env["DATABASE_URL"] = service_role_url(database_url)
         with serve(command, f"http://127.0.0.1:{port}/healthz", env):
             return measure(f"http://127.0.0.1:{port}", requests)
 
