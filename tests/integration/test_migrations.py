@@ -36,6 +36,9 @@ RELEASED = {
     "0006_idempotency_keys.py": (
         "9f28685122c3ab17185e3ecf786f14a679d07fa161c847c08341c0c821d7aceb"
     ),
+    "0007_purge_expired_keys_by_index.py": (
+        "d2c7126a3d04baf4ca080b18079a923770c83e3a908a597c20d1794da093463d"
+    ),
 }
 TIMED_TITLE = ("title", "created_at", "updated_at")
 CHECKS = (
