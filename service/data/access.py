@@ -23,15 +23,27 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
+from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.config import Settings
 from service.data.errors import ConnectFailed, DeadlineExceeded
-from service.data.idempotency import Claim, Outcome, Replay, Row, claim_and_write
+from service.data.idempotency import (
+    FORGET_EXPIRED,
+    PRIMARY_KEY,
+    PURGE,
+    PURGE_BATCH,
+    PURGE_INTERVAL_SECONDS,
+    Claim,
+    Idempotent,
+    KeyReused,
+    Outcome,
+    Row,
+)
 from service.data.pool import ConnectFailures, ServiceConnection, create_pool
 from service.metrics import Metrics
 
@@ -42,6 +54,15 @@ SET_ROW_OWNER = "SELECT set_config('tasks_api.user_id', %s, true)"
 _SET_TRANSACTION = (
     "SELECT set_config('statement_timeout', %s, true), set_config('tasks_api.user_id', %s, true)"
 )
+
+
+class PurgeSchedule:
+    """When this process next purges expired idempotency keys (time.monotonic())."""
+
+    __slots__ = ("due",)
+
+    def __init__(self) -> None:
+        self.due = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +82,7 @@ class Database:
     request_seconds: float
     statement_seconds: float | None
     metrics: Metrics | None = None
+    purge: PurgeSchedule = field(default_factory=PurgeSchedule)
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> "Database":
@@ -215,35 +237,59 @@ class RequestDatabase:
 
     async def once(
         self,
+        write: Idempotent,
+        parameters: Mapping[str, Any],
         claim: Claim,
-        write: tuple[str, Mapping[str, Any]],
         respond: Callable[[list[Row]], Outcome],
+        replay: Callable[[list[Row]], Outcome],
     ) -> tuple[Outcome, bool]:
-        """`write`, at most once per idempotency key (service.data.idempotency): its outcome
-        and False, or the outcome stored by an earlier request with the key and True. Two
-        round trips, within the request's budget; KeyReused when the key belongs to another
-        request."""
-        milliseconds = str(int((self._database.statement_seconds or 0) * 1000))
+        """`write`, at most once per idempotency key (service.data.idempotency): the outcome
+        `respond` renders from its rows and False, or, when the key was used before for the
+        same request, what `replay` renders from the rows stored then and True. KeyReused
+        when the key was used for another request. Whatever `respond` raises (the write did
+        not happen) is raised, unless the key holds an earlier success to replay."""
         owner = self._owner or ""
-
-        async def unit() -> tuple[Outcome, bool]:
-            async with _CheckedOut(self._database) as connection:
+        await self._purge_when_due()
+        claiming = {**parameters, **claim.parameters(owner)}
+        names = {"owner": owner, "claim_key": claim.key}
+        for _ in range(2):  # again only after removing an expired key
+            failure: Exception | None = None
+            try:
+                rows = await self.all(write.sql, claiming)
+            except UniqueViolation as taken:
+                if taken.diag.constraint_name != PRIMARY_KEY:
+                    raise
+            else:
                 try:
-                    async with connection.pipeline() as pipeline, connection.transaction():
-                        await connection.execute(_SET_TRANSACTION, (milliseconds, owner))
-                        outcome = await claim_and_write(
-                            connection,
-                            pipeline,
-                            owner=owner,
-                            claim=claim,
-                            write=write,
-                            respond=respond,
-                        )
-                except Replay as replay:
-                    return replay.outcome, True
-                return outcome, False
+                    return respond(rows), False
+                # Raised below, unless the key holds an earlier success to replay.
+                except Exception as error:
+                    failure = error
+            stored = write.stored(await self.all(write.replay, names))
+            if stored is not None and stored.expired:
+                await self.all(FORGET_EXPIRED, names)
+                stored = None
+            if stored is None:
+                if failure is not None:
+                    raise failure
+                continue  # expired (or purged) in the way: the write runs again
+            if stored.fingerprint != claim.fingerprint:
+                raise KeyReused
+            if stored.rendered is not None:
+                return stored.rendered, True
+            return replay(stored.rows), True
+        raise KeyReused  # taken again by another request in between, twice: not this one
 
-        return await _before(self._deadline, unit())
+    async def _purge_when_due(self) -> None:
+        """Remove a batch of expired keys (every user's), when this process's turn is due."""
+        schedule = self._database.purge
+        now = time.monotonic()
+        if now < schedule.due:
+            return
+        schedule.due = now + PURGE_INTERVAL_SECONDS
+        [(removed,)] = await self.all(PURGE, {"batch": PURGE_BATCH})
+        if removed >= PURGE_BATCH:
+            schedule.due = now  # more are waiting: the next request with a key purges too
 
 
 # Statements cancelled at their deadline finish (or are closed) in the background; kept here so

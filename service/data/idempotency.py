@@ -1,36 +1,66 @@
-"""Idempotency keys: one write per (user, key), its outcome stored with it, for retries.
+"""Idempotency keys: one write per (user, key), stored with the rows it returned, for retries.
 
-The first request with a key claims it and runs its write in one transaction; the outcome
-(status, body, Location, ETag) is stored in the same transaction, so both are committed or
-neither is, on any instance and through a transaction-mode pooler. A concurrent request with
-the same key waits on the claim (PostgreSQL's row lock on the key), then finds the stored
-outcome and replays it: N concurrent requests with one key make one change. Only successes
-are stored: a request that failed wrote nothing, so its retry runs again.
+An idempotent write is one autocommitted statement (`idempotent`): the write, and a claim of
+the key that stores the rows the write returned, in the same statement. So the key is stored
+exactly when the write is, on any instance and through a transaction-mode pooler, and only
+successes are stored (a write that returned no row stores nothing: its retry runs again).
+The answer is rendered from those rows the first time, and from the stored rows on a replay,
+by the same code: the same bytes.
 
-Two round trips: (1) begin, claim, read any stored outcome, and run the write, all pipelined;
-(2) store the outcome and commit, or roll back (the key was already taken, or the write
-failed). A write whose claim lost is rolled back, so it is never seen.
+The key is the table's primary key, and the claim a plain INSERT. A key already stored makes
+the statement fail (a unique violation), which undoes the write; a concurrent request with
+the same key waits on the first one's row until it commits, then fails the same way: N
+concurrent requests with one key make one change. The service then reads the stored rows
+(`Idempotent.replay`) and answers with them, or with a 422 when the key was used for another
+request. A key past its time to live is removed and the write runs again.
+
+Expired keys of every user are removed in batches (`PURGE`), at most once a second per
+process while fewer than a batch are waiting, by the request that finds the purge due.
 """
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from sqlalchemy import Column, DateTime, Index, LargeBinary, SmallInteger, String, text
+from sqlalchemy import (
+    CTE,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    LargeBinary,
+    Select,
+    SmallInteger,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
+from sqlalchemy.sql.elements import ColumnClause
 from sqlmodel import Field, SQLModel
 
+from service.data.sql import DIALECT as _DIALECT
+from service.data.sql import compiled
+
 KEY_MAX_CHARS = 255
-# Expired keys removed by each request that uses one, across all users: bounded work per
-# request, and no scheduler to run.
-PURGE_BATCH = 50
+# Expired keys removed by one purge, across all users.
+PURGE_BATCH = 200
+# While fewer than a batch of expired keys are left, a process purges at most this often.
+PURGE_INTERVAL_SECONDS = 1.0
 
 
 class IdempotencyKey(SQLModel, table=True):
-    """A claimed key and, once its write committed, the outcome to replay."""
+    """A key, claimed by the write it was sent with, and the rows that write returned."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
@@ -40,8 +70,13 @@ class IdempotencyKey(SQLModel, table=True):
     # sha256 of the request (method, route, resource, canonical body): the same key with
     # another request is refused, never replayed.
     fingerprint: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    status: int = Field(sa_column=Column(SmallInteger, nullable=False))
-    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The rows the write returned, as JSON objects of its table's columns (migration 0008).
+    written: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSONB, nullable=True)
+    )
+    # The rendered answer, as keys stored before migration 0008 hold it.
+    status: int | None = Field(default=None, sa_column=Column(SmallInteger, nullable=True))
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     location: str | None = Field(default=None, sa_column=Column(String, nullable=True))
     etag: str | None = Field(default=None, sa_column=Column(String, nullable=True))
     created_at: datetime = Field(
@@ -52,31 +87,19 @@ class IdempotencyKey(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
-# The claim: a new key, or an expired one taken over. A key someone else holds (or stored)
-# is locked until that transaction ends, then left as it is: no row comes back.
-_CLAIM = (
-    "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at) "
-    "VALUES (%(owner)s, %(key)s, %(fingerprint)s, 0, '', "
-    "clock_timestamp() + %(ttl)s * interval '1 second') "
-    "ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = 0, "
-    "body = '', location = NULL, etag = NULL, created_at = clock_timestamp(), "
-    "expires_at = EXCLUDED.expires_at WHERE idempotency_keys.expires_at <= clock_timestamp() "
-    "RETURNING true"
+_KEYS: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+PRIMARY_KEY = "idempotency_keys_pkey"
+PURGE = "SELECT tasks_api_purge_idempotency_keys(%(batch)s)"
+# An expired key found in the way of a new request: removed, so that the write can run again.
+FORGET_EXPIRED = (
+    "DELETE FROM idempotency_keys WHERE user_id = %(owner)s AND key = %(claim_key)s "
+    "AND expires_at <= statement_timestamp() RETURNING key"
 )
-_STORED = (
-    "SELECT fingerprint, status, body, location, etag FROM idempotency_keys "
-    "WHERE user_id = %(owner)s AND key = %(key)s"
-)
-_STORE = (
-    "UPDATE idempotency_keys SET status = %(status)s, body = %(body)s, location = %(location)s, "
-    "etag = %(etag)s WHERE user_id = %(owner)s AND key = %(key)s"
-)
-_PURGE = "SELECT tasks_api_purge_idempotency_keys(%(batch)s)"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a write answered: replayed, byte for byte, to a retry with the same key."""
+    """What a write answered, rendered from its rows: the same bytes on a replay."""
 
     status: int
     body: bytes
@@ -104,59 +127,104 @@ class Claim:
             digest.update(part)
         return digest.digest()
 
+    def parameters(self, owner: str) -> dict[str, Any]:
+        """The claim's parameters of an idempotent statement."""
+        return {
+            "owner": owner,
+            "claim_key": self.key,
+            "claim_fingerprint": self.fingerprint,
+            "claim_ttl": self.ttl_seconds,
+        }
+
 
 Row = tuple[Any, ...]
 
 
-class Replay(Exception):
-    """The key already holds this request's outcome: raised out of the transaction, so that
-    the write run alongside the claim is rolled back, and answered with `outcome`."""
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A key as stored: whose request it was, whether it expired, and what to answer."""
 
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__()
-        self.outcome = outcome
+    fingerprint: bytes
+    expired: bool
+    rows: list[Row]  # the write's rows, in its RETURNING order
+    rendered: Outcome | None  # a key stored before migration 0008
 
 
-async def claim_and_write(
-    connection: psycopg.AsyncConnection[Any],
-    pipeline: psycopg.AsyncPipeline,
-    *,
-    owner: str,
-    claim: Claim,
-    write: tuple[str, Mapping[str, Any]],
-    respond: Callable[[list[Row]], Outcome],
-) -> Outcome:
-    """Within a pipelined transaction on `connection` (row-level security and the statement
-    timeout set for `owner`): the outcome of `write`, stored under `claim`. `respond` turns
-    the write's rows into the outcome, or raises (nothing is stored; the caller's transaction
-    rolls the write back). Raises Replay, or KeyReused when the key holds another request."""
-    names = {"owner": owner, "key": claim.key}
-    sql, parameters = write
-    purge, claimed, stored, written = (connection.cursor() for _ in range(4))
-    await purge.execute(_PURGE, {"batch": PURGE_BATCH})
-    await claimed.execute(
-        _CLAIM, {**names, "fingerprint": claim.fingerprint, "ttl": claim.ttl_seconds}
+@dataclass(frozen=True, slots=True)
+class Idempotent:
+    """An idempotent write, compiled: the statement that writes and claims the key, and the
+    one that reads a stored key back (`stored`)."""
+
+    sql: str
+    replay: str
+
+    def stored(self, rows: list[Row]) -> Stored | None:
+        if not rows:
+            return None
+        fingerprint, expired, status, body, location, etag = rows[0][:6]
+        rendered = None
+        if status is not None:
+            rendered = Outcome(status, bytes(body), location, etag)
+        return Stored(bytes(fingerprint), expired, [row[6:] for row in rows], rendered)
+
+
+def idempotent(
+    write: ReturningInsert[Any] | ReturningUpdate[Any],
+    answer: Callable[[CTE], Select[Any]] | None = None,
+) -> Idempotent:
+    """`write` (an INSERT or UPDATE ... RETURNING of whole or partial rows of one table) as one
+    statement that also claims the key, storing the rows it returned. `answer` shapes what
+    the statement answers from the write (the CTE `written`); by default, the write's rows.
+    Parameters: the write's, plus `Claim.parameters`."""
+    written = write.cte("written")
+    rows = func.jsonb_agg(func.to_jsonb(literal_column(written.name)))
+    expires_at = func.statement_timestamp() + bindparam("claim_ttl", type_=Float) * text(
+        "interval '1 second'"
     )
-    await stored.execute(_STORED, names)
-    await written.execute(sql, parameters)
-    await pipeline.sync()  # the first round trip: everything above
-    if await claimed.fetchone() is None:
-        row = await stored.fetchone()
-        assert row is not None  # noqa: S101 - the claim lost to this very row
-        fingerprint, status, body, location, etag = row
-        if bytes(fingerprint) != claim.fingerprint:
-            raise KeyReused
-        raise Replay(Outcome(status, bytes(body), location, etag))
-    outcome = respond(await written.fetchall())
-    # Queued: it goes out with the COMMIT, in the second round trip.
-    await connection.execute(
-        _STORE,
-        {
-            **names,
-            "status": outcome.status,
-            "body": outcome.body,
-            "location": outcome.location,
-            "etag": outcome.etag,
-        },
+    claimed = (
+        insert(_KEYS)
+        .from_select(
+            ["user_id", "key", "fingerprint", "expires_at", "written"],
+            select(
+                bindparam("owner", type_=_KEYS.c.user_id.type),
+                bindparam("claim_key", type_=_KEYS.c.key.type),
+                bindparam("claim_fingerprint", type_=_KEYS.c.fingerprint.type),
+                expires_at,
+                rows,
+            )
+            .select_from(written)
+            .having(func.count() > literal_column("0")),  # nothing written: nothing claimed
+        )
+        .returning(_KEYS.c.key)
+        .cte("claimed")
     )
-    return outcome
+    statement = (answer(written) if answer is not None else select(written)).add_cte(claimed)
+    table = write.table
+    assert isinstance(table, Table)  # noqa: S101 - a write of one table
+    return Idempotent(compiled(statement), _replay(table, list(written.c.keys())))
+
+
+def _replay(table: Table, columns: list[str]) -> str:
+    """A stored key: its fingerprint, whether it expired, a rendered answer (old keys), and
+    the written rows, typed again as the table's columns (one row of NULLs for old keys)."""
+    keys = _KEYS.alias("k")
+    row_type: ColumnClause[Any] = literal_column(
+        f"NULL::{_DIALECT.identifier_preparer.quote(table.name)}"
+    )
+    written = (
+        func.jsonb_populate_recordset(row_type, keys.c.written).table_valued(*columns).lateral("r")
+    )
+    replay = (
+        select(
+            keys.c.fingerprint,
+            keys.c.expires_at <= func.statement_timestamp(),
+            keys.c.status,
+            keys.c.body,
+            keys.c.location,
+            keys.c.etag,
+            *(written.c[column] for column in columns),
+        )
+        .select_from(keys.outerjoin(written, true()))
+        .where(keys.c.user_id == bindparam("owner"), keys.c.key == bindparam("claim_key"))
+    )
+    return compiled(replay)

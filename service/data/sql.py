@@ -10,9 +10,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
 # SQLAlchemy's dialect classes carry no type annotations on their constructors.
-_DIALECT: Dialect = psycopg.dialect()  # type: ignore[no-untyped-call]
+DIALECT: Dialect = psycopg.dialect()  # type: ignore[no-untyped-call]
 
 
 def compiled(statement: ClauseElement) -> str:
     """`statement` as SQL text for psycopg 3, its bound parameters named `%(name)s`."""
-    return str(statement.compile(dialect=_DIALECT))
+    return str(statement.compile(dialect=DIALECT))

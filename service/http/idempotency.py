@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from service.data.access import RequestDatabase
-from service.data.idempotency import Claim, KeyReused, Outcome, Row
+from service.data.idempotency import Claim, Idempotent, KeyReused, Outcome, Row
 from service.http.problems import InvalidInput, Problem
 
 HEADER = "Idempotency-Key"
@@ -61,12 +61,16 @@ def claim_for(
 async def answer_once(
     db: RequestDatabase,
     claim: Claim,
-    write: tuple[str, dict[str, Any]],
+    write: Idempotent,
+    parameters: dict[str, Any],
+    *,
     respond: Callable[[list[Row]], Outcome],
+    replay: Callable[[list[Row]], Outcome] | None = None,
 ) -> Response:
-    """The write's answer, or the stored answer of the request that used the key first."""
+    """The write's answer (`respond`, from the rows it returned), or the answer to the request
+    that used the key first (`replay`, from the rows stored then; `respond` by default)."""
     try:
-        outcome, replayed = await db.once(claim, write, respond)
+        outcome, replayed = await db.once(write, parameters, claim, respond, replay or respond)
     except KeyReused:
         raise KeyReusedForAnotherRequest from None
     return outcome_response(outcome, replayed=replayed)

@@ -129,7 +129,6 @@ async def create_task(request: Request, caller: CallerDep, body: CreateBody) -> 
             raise TaskLimitReached(
                 f"You have {limit} tasks, the most one user can have; delete some to create more."
             )
-        caller.app.metrics.created("tasks")
         task = public_task(rows[0])
         return Outcome(
             status=201,
@@ -138,11 +137,18 @@ async def create_task(request: Request, caller: CallerDep, body: CreateBody) -> 
             etag=version_tag(rows[0][_UPDATED_AT]),
         )
 
+    def counted(rows: list[Row]) -> Outcome:
+        outcome = created(rows)
+        caller.app.metrics.created("tasks")  # a replay created nothing
+        return outcome
+
     if key is None:
-        return outcome_response(created(await caller.db.all(statements.create, parameters)))
+        return outcome_response(counted(await caller.db.all(statements.create, parameters)))
     ttl = caller.app.settings.idempotency_key_ttl_seconds
     claim = claim_for(key, ttl, method="POST", route=router.prefix, item="", body=body.model_dump())
-    return await answer_once(caller.db, claim, (statements.create, parameters), created)
+    return await answer_once(
+        caller.db, claim, statements.create_once, parameters, respond=counted, replay=created
+    )
 
 
 @router.get("/{id}", operation_id="getTask")
@@ -220,22 +226,35 @@ async def toggle_task_completion(id: str, request: Request, caller: CallerDep) -
     address = _address(caller.user, id)
     write = _write(if_match, statements.toggle, statements.toggle_if, address)
 
-    def toggled(rows: list[Row]) -> Outcome:
-        completed, updated_at = _written(rows, if_match)
+    def toggled(row: Row) -> Outcome:
+        completed, updated_at = row
         return Outcome(
             status=200,
             body=json_body_bytes({"success": True, "completed": completed}),
             etag=version_tag(updated_at),
         )
 
+    def answered(rows: list[Row]) -> Outcome:
+        return toggled(_written(rows, if_match))
+
     if key is None:
-        return outcome_response(toggled(await caller.db.all(*write)))
+        return outcome_response(answered(await caller.db.all(*write)))
     route = f"{router.prefix}/{{id}}/complete"
     ttl = caller.app.settings.idempotency_key_ttl_seconds
     claim = claim_for(
         key, ttl, method="PATCH", route=route, item=str(address["task_id"]), body=None
     )
-    return await answer_once(caller.db, claim, write, toggled)
+    sql, parameters = write
+    once = statements.toggle_once if sql == statements.toggle else statements.toggle_if_once
+    # A replay answers what the first toggle did, from the row it wrote: no precondition again.
+    return await answer_once(
+        caller.db,
+        claim,
+        once,
+        parameters,
+        respond=answered,
+        replay=lambda rows: toggled(rows[0]),
+    )
 
 
 @router.delete("/{id}", operation_id="deleteTask")

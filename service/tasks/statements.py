@@ -14,9 +14,11 @@ version on the row the first one left, so the second writes nothing.
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     DateTime,
     Integer,
+    Select,
     any_,
     bindparam,
     delete,
@@ -31,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
 
+from service.data.idempotency import idempotent
 from service.data.sql import compiled
 from service.tasks.table import tasks_table, users_table
 
@@ -84,10 +87,15 @@ class Statements:
 
         self.get = compiled(select(tasks_table).where(owned))
         self.toggle = compiled(toggle(owned))
-        self.toggle_if = compiled(_conditional(toggle(matching), owned))
+        self.toggle_if = compiled(_conditional(toggle(matching).cte("changed"), owned))
         self.delete = compiled(remove(owned))
-        self.delete_if = compiled(_conditional(remove(matching), owned))
+        self.delete_if = compiled(_conditional(remove(matching).cte("changed"), owned))
         self.create = compiled(_create())
+        # The two writes that are not idempotent by nature, with an Idempotency-Key: the
+        # write claims the key in its own statement (service.data.idempotency).
+        self.create_once = idempotent(_create())
+        self.toggle_once = idempotent(toggle(owned))
+        self.toggle_if_once = idempotent(toggle(matching), lambda w: _conditional(w, owned))
         self._lists = {
             (filtered, after): compiled(_listing(mine, filtered=filtered, after=after))
             for filtered in (False, True)
@@ -96,7 +104,8 @@ class Statements:
         field_sets = (frozenset({"title"}), frozenset({"completed"}), frozenset(UPDATABLE))
         self._updates = {fields: compiled(change(owned, fields)) for fields in field_sets}
         self._updates_if = {
-            fields: compiled(_conditional(change(matching, fields), owned)) for fields in field_sets
+            fields: compiled(_conditional(change(matching, fields).cte("changed"), owned))
+            for fields in field_sets
         }
 
     def list(self, *, filtered: bool, after: bool) -> str:
@@ -106,11 +115,10 @@ class Statements:
         return (self._updates_if if conditional else self._updates)[fields]
 
 
-def _conditional(write: ReturningUpdate[Any] | ReturningDelete[Any], owned: Any) -> Any:
-    """`write` (already limited to the matching versions) with, first, how many tasks the
-    request addresses: one row, `(found, *the write's RETURNING or NULLs)`. Both parts read
-    one snapshot, so `found` is the task as it was when the statement began."""
-    changed = write.cte("changed")
+def _conditional(changed: CTE, owned: Any) -> Select[Any]:
+    """The write `changed` (already limited to the matching versions) with, first, how many
+    tasks the request addresses: one row, `(found, *the write's RETURNING or NULLs)`. Both
+    parts read one snapshot, so `found` is the task as it was when the statement began."""
     target = (
         select(func.count().label("found")).select_from(tasks_table).where(owned).subquery("target")
     )

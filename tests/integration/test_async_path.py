@@ -211,8 +211,16 @@ def test_each_operation_is_one_statement_in_one_round_trip(
         api.get("/readyz")  # the pool's first connection, and its one-time checks
         task = TaskFactory.create(api=api, owner=alice)
         path = f"/api/tasks/{task['id']}"
+        keyed = {**alice.headers, "Idempotency-Key": "purge-now"}
+        api.post("/api/tasks", json={"title": "t"}, headers=keyed)  # this second's purge
         operations: dict[str, Callable[[], httpx.Response]] = {
             "create": lambda: api.post("/api/tasks", json={"title": "t"}, headers=alice.headers),
+            "create with a key": lambda: api.post(
+                "/api/tasks", json={"title": "t"}, headers={**alice.headers, "Idempotency-Key": "c"}
+            ),
+            "toggle with a key": lambda: api.patch(
+                f"{path}/complete", headers={**alice.headers, "Idempotency-Key": "t"}
+            ),
             "list": lambda: api.get("/api/tasks", headers=alice.headers),
             "get": lambda: api.get(path, headers=alice.headers),
             "replace": lambda: api.put(

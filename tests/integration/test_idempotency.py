@@ -1,9 +1,11 @@
 """Rule: a create or a toggle retried with its Idempotency-Key changes nothing more.
 
-The first request with a key runs, and its outcome (status, body, Location, ETag) is stored in
-PostgreSQL in the same transaction as its write; a retry with the same key and the same
-request gets it again, with `Idempotent-Replayed: true`, on any instance. Keys belong to the
-user; the same key with another request is a 422; only successes are stored; keys expire.
+The first request with a key runs, and the key is stored in PostgreSQL by the write's own
+statement, with the rows the write returned; a retry with the same key and the same request
+gets the same answer again (the same bytes, rendered from those rows), with
+`Idempotent-Replayed: true`, on any instance. Keys belong to the user; the same key with
+another request is a 422; only successes are stored; keys expire. Keys stored by 1.2.0 (the
+rendered answer) are still replayed.
 """
 
 import time
@@ -15,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from service.http.idempotency import claim_for
 from service.main import create_app
 from tests.support.apps import make_settings
 from tests.support.factories import ApiUser, TaskFactory, UserFactory
@@ -253,12 +256,13 @@ def expired_keys_of_other_users(db_engine: Engine) -> list[uuid.UUID]:
     return users
 
 
-def test_requests_with_keys_purge_every_users_expired_keys(
+def test_requests_with_keys_purge_every_users_expired_keys_within_a_second(
     api: httpx.Client,
     alice: ApiUser,
     db_engine: Engine,
     expired_keys_of_other_users: list[uuid.UUID],
 ) -> None:
+    time.sleep(1.1)  # a process purges at most once a second while few keys are waiting
     _create(api, alice, _key())
     with db_engine.connect() as connection:
         left = connection.execute(
@@ -268,24 +272,52 @@ def test_requests_with_keys_purge_every_users_expired_keys(
     assert left == 0
 
 
-def test_the_stored_outcome_is_kept_with_its_write_and_its_key_expires(
+def test_the_key_is_stored_with_the_rows_its_write_returned_and_expires(
     api: httpx.Client, alice: ApiUser, db_engine: Engine
 ) -> None:
     key = _key()
     created = _create(api, alice, key)
     with db_engine.connect() as connection:
-        stored = connection.execute(
+        written, lifetime = connection.execute(
             text(
-                "SELECT status, body, location, etag, expires_at - created_at "
+                "SELECT written, expires_at - created_at "
                 "FROM idempotency_keys WHERE user_id = :user AND key = :key"
             ),
             {"user": alice.sub, "key": key},
         ).one()
-    status, body, location, etag, lifetime = stored
-    assert (status, bytes(body), location, etag) == (
-        201,
-        created.content,
-        created.headers["location"],
-        created.headers["etag"],
-    )
+    [row] = written
+    task = created.json()
+    assert (row["id"], row["title"], row["completed"]) == (task["id"], "buy milk", False)
     assert 86_399 <= lifetime.total_seconds() <= 86_401
+
+
+def test_a_key_stored_by_1_2_0_is_replayed_as_it_was_stored(
+    api: httpx.Client, alice: ApiUser, db_engine: Engine
+) -> None:
+    # 1.2.0 stored the rendered answer; the fingerprint is the same request's.
+    key = _key()
+    claim = claim_for(key, 60, method="POST", route="/api/tasks", item="", body={"title": "x"})
+    stored = b'{"id":"00000000-0000-4000-8000-000000000001","title":"x"}'
+    with db_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, location, "
+                "etag, expires_at) VALUES (:user, :key, :fingerprint, 201, :body, :location, "
+                "'\"1\"', now() + interval '1 hour')"
+            ),
+            {
+                "user": alice.sub,
+                "key": key,
+                "fingerprint": claim.fingerprint,
+                "body": stored,
+                "location": "/api/tasks/00000000-0000-4000-8000-000000000001",
+            },
+        )
+
+    replayed = _create(api, alice, key, title="x")
+
+    assert replayed.status_code == 201
+    assert replayed.content == stored
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.headers["etag"] == '"1"'
+    assert _titles(api, alice) == []

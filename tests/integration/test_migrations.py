@@ -39,6 +39,9 @@ RELEASED = {
     "0007_purge_expired_keys_by_index.py": (
         "d2c7126a3d04baf4ca080b18079a923770c83e3a908a597c20d1794da093463d"
     ),
+    "0008_idempotent_writes_store_their_rows.py": (
+        "7df890e961d8c1fca94b3cb8d03a989cb52d52de68d596c7b47833d701de3f66"
+    ),
 }
 TIMED_TITLE = ("title", "created_at", "updated_at")
 CHECKS = (
