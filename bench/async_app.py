@@ -24,6 +24,7 @@ from service.http.cursors import CursorCodec
 from service.http.envelope import RequestEnvelope
 from service.http.handlers import EXCEPTION_HANDLERS, AnswerUnhandledErrors
 from service.http.logs import logging_config
+from service.http.rate_limits import RateLimits
 from service.http.responses import json_response
 from service.http.state import State
 from service.metrics import Metrics
@@ -49,6 +50,7 @@ state = State(
     metrics=Metrics.off(),
     query_parameters=declared_query_parameters(load_contract()),
     takes_body=operations_with_a_body(load_contract()),
+    rate_limits=RateLimits(settings, Metrics.off()),
 )
 TASKS_PER_USER_MAX = settings.tasks_per_user_max
 

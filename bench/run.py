@@ -216,6 +216,15 @@ def baseline_build(ref: str) -> Iterator[Path]:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         python = venv / "bin" / "python"
         print(f"building {ref} in {venv} ...", file=sys.stderr)
+        # Its own locked dependencies where it has them, as this build's venv has (tox): else
+        # the two would differ by whatever was released since, not by their code.
+        lock = source / "requirements" / "runtime.txt"
+        if lock.exists():
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", "-r", str(lock)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", str(source)],
             check=True,
@@ -297,13 +306,24 @@ def servers_to_measure(
         hello = [sys.executable, "-m", "uvicorn", "hello:app", "--port", "{port}"]
         hello += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
         yield Server("", workers, hello, hello_env, ["hello world"], health_path="/")
-        yield Server(
-            "",
-            workers,
-            _service_command(sys.executable, workers, args.log_level),
-            current_env,
-            args.endpoints,
-        )
+        for storage in args.rate_limit_storage:
+            # The limiter on, counting every request, but with a budget no run exhausts; or,
+            # for "off", both policies off (what the limiter costs, measured in one build).
+            limits = {
+                "RATE_LIMIT_STORAGE_URL": storage,
+                "RATE_LIMIT_USER_REQUESTS": "1000000000",
+                "RATE_LIMIT_KEY_PREFIX": f"bench-{uuid.uuid4().hex}",
+            }
+            if storage == "off":
+                limits = {"RATE_LIMIT_USER_REQUESTS": "0", "RATE_LIMIT_ADDRESS_REQUESTS": "0"}
+            label = "" if storage == args.rate_limit_storage[0] else f"{storage.split(':')[0]} "
+            yield Server(
+                label,
+                workers,
+                _service_command(sys.executable, workers, args.log_level),
+                {**current_env, **limits},
+                args.endpoints,
+            )
         if baseline is not None and baseline_env is not None:
             command = _service_command(baseline, workers, args.log_level)
             yield Server(f"{args.baseline} ", workers, command, baseline_env, args.endpoints)
@@ -332,6 +352,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--baseline", metavar="REF", help="also measure the service at this git revision"
+    )
+    parser.add_argument(
+        "--rate-limit-storage",
+        nargs="+",
+        default=["memory://"],
+        metavar="URL",
+        help="measure this build once per RATE_LIMIT_STORAGE_URL (memory://, redis://...), "
+        "the limiter counting every request with a budget no run exhausts; `off` measures it "
+        "with both policies off",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -400,9 +429,10 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
                 print(f"{name.strip()}: 2 workers / 1 worker = {two['rps'] / one['rps']:.2f}x")
     if args.baseline:
         for name, result in results.items():
-            endpoint, _, workers = name.rpartition(" (")
+            label, _, workers = name.rpartition(" (")
+            endpoint = label.split(" ")[0]  # "list", of "list" or "list redis"
             before = results.get(f"{endpoint} {args.baseline} ({workers}")
-            if before and args.baseline not in endpoint:
+            if before and args.baseline not in label:
                 print(
                     f"{name}: this build / {args.baseline} = {result['rps'] / before['rps']:.2f}x"
                 )

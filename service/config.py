@@ -17,6 +17,7 @@ from sqlalchemy import make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_SECRET_BYTES = 32
 MAX_LEEWAY_SECONDS = 30
 
@@ -85,6 +86,22 @@ class Settings(BaseSettings):
     # statement itself; a create beyond it is a 409 (the contract's TaskLimitReached).
     tasks_per_user_max: int = Field(default=10_000, ge=1)
 
+    # Rate limits (service.http.rate_limits), each policy off at 0: requests per verified user,
+    # and requests without a valid token (every 401) per client address.
+    rate_limit_user_requests: int = Field(default=600, ge=0)
+    rate_limit_user_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_address_requests: int = Field(default=60, ge=0)
+    rate_limit_address_window_seconds: int = Field(default=60, ge=1)
+    # memory:// (each process counts alone) or redis://host:6379/0 (shared by every instance).
+    rate_limit_storage_url: str = "memory://"
+    # Each call to the storage, at most; past it the request is let through.
+    rate_limit_storage_timeout_ms: int = Field(default=50, ge=1)
+    # Redis keys start with it, so that several services can share one Redis.
+    rate_limit_key_prefix: str = Field(default="tasks-api", min_length=1)
+    # Proxies whose X-Forwarded-For / Forwarded name the client: addresses or CIDRs,
+    # comma-separated. Unset: those fields are ignored and the socket's peer is the client.
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
+
     # Safe retries and no lost updates (RFC 9110 preconditions, the Idempotency-Key draft).
     # With REQUIRE_IF_MATCH, PUT, PATCH, DELETE and the toggle without If-Match are a 428.
     require_if_match: bool = False
@@ -119,6 +136,21 @@ class Settings(BaseSettings):
     # Serve even with a database role that row-level security does not bind (a superuser,
     # BYPASSRLS, Neon's neon_superuser): the database then no longer backs the owner filters.
     db_allow_rls_bypass: bool = False
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _storage_scheme(cls, value: str) -> str:
+        schemes = ("memory://", "redis://", "rediss://")  # Valkey speaks redis:// too
+        if not value.startswith(schemes):
+            raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -226,7 +258,8 @@ class Settings(BaseSettings):
 
     def service_role_to_grant(self) -> str | None:
         """DATABASE_URL's role, when migrations run as another: migrations give it exactly
-        what the request path needs (SELECT, INSERT, UPDATE, DELETE on the two tables)."""
+        what the request path needs (SELECT, INSERT, UPDATE, DELETE on every table of
+        service.schema)."""
         if self.migration_database_url is None or self.database_url is None:
             return None
         service, owner = _user_of(self.database_url), _user_of(self.migration_database_url)

@@ -21,6 +21,7 @@ from service.http.cors import ProblemCORSMiddleware
 from service.http.cursors import CursorCodec
 from service.http.envelope import RequestEnvelope
 from service.http.handlers import EXCEPTION_HANDLERS, AnswerUnhandledErrors
+from service.http.rate_limits import RateLimits
 from service.http.state import State
 from service.metrics import Metrics
 from service.tasks import routes as tasks
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         query_parameters=declared_query_parameters(contract),
         takes_body=operations_with_a_body(contract),
+        rate_limits=RateLimits(settings, metrics),
     )
 
     @asynccontextmanager
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.database.open()
         yield
         await state.database.close()
+        await state.rate_limits.close()
 
     app = FastAPI(
         title=contract["info"]["title"],
@@ -88,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "ETag",
                 "Location",
                 "Idempotent-Replayed",
+                "RateLimit",
+                "RateLimit-Policy",
                 "Retry-After",
                 "WWW-Authenticate",
                 "X-Request-ID",

@@ -3,7 +3,8 @@ served by service.http.operations).
 
 What is counted: requests by route template, method and status, and their latency; database
 connections in use and requests waiting for one; database errors by kind; JWKS fetches and
-failures; what each resource created. With several worker processes (`serve --workers N`),
+failures; requests refused by each rate limit policy, and rate limit storage errors; what each
+resource created. With several worker processes (`serve --workers N`),
 every worker writes its values to files in PROMETHEUS_MULTIPROC_DIR (which `serve` creates)
 and a scrape, answered by any worker, adds them all up (prometheus-client's multiprocess mode).
 
@@ -71,6 +72,17 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.refused = Counter(
+            "tasks_api_rate_limited",
+            "Requests refused with 429, by rate limit policy (user or address).",
+            ["policy"],
+            registry=registry,
+        )
+        self.limiter_errors = Counter(
+            "tasks_api_rate_limit_storage_errors",
+            "Rate limit storage calls that failed or timed out (the request was let through).",
+            registry=registry,
+        )
         # Each resource's creations, registered on first use: tasks_api_<resource>_created.
         self._created: dict[str, Any] = {}
         self._in_use = self.pool.labels("in_use")
@@ -102,6 +114,14 @@ class Metrics:
     def jwks_fetch(self, ok: bool) -> None:
         if self.enabled:
             self.jwks.labels("ok" if ok else "failed").inc()
+
+    def rate_limited(self, policy: str) -> None:
+        if self.enabled:
+            self.refused.labels(policy).inc()
+
+    def rate_limit_storage_error(self) -> None:
+        if self.enabled:
+            self.limiter_errors.inc()
 
     def created(self, resource: str) -> None:
         """One `resource` (a resource package's name: "tasks") was created."""

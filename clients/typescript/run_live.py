@@ -18,15 +18,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tasks-api-ts-") as scratch:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
         env["TASKS_API_DATA_DIR"] = scratch
-        with service_process(env=env) as service:
-            token = subprocess.run(
-                cli("token", "--sub", "typescript-client"),
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            ).stdout.strip()
+        # A small quota, so that the client meets 429s and shows it waits as they ask.
+        limits = {"RATE_LIMIT_USER_REQUESTS": "10", "RATE_LIMIT_USER_WINDOW_SECONDS": "2"}
+        with service_process(env={**env, **limits}) as service:
+            token, snippet_token = (
+                subprocess.run(
+                    cli("token", "--sub", sub),
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=60,
+                ).stdout.strip()
+                for sub in ("typescript-client", "readme-snippet")
+            )
             result = subprocess.run(
                 ["node", str(HERE / "dist" / "usage.js"), service.base_url, token],
                 check=False,
@@ -35,7 +40,7 @@ def main() -> None:
             # The README's snippet, as written, against the same server.
             snippet = subprocess.run(
                 ["node", str(HERE / "dist" / "readme.js")],
-                env={**env, "TASKS_API_URL": service.base_url, "TOKEN": token},
+                env={**env, "TASKS_API_URL": service.base_url, "TOKEN": snippet_token},
                 capture_output=True,
                 text=True,
                 check=False,

@@ -29,6 +29,8 @@ class RequestContext:
     body: bytes = b""
     # Set when the server itself answered (a body whose framing broke while the app ran).
     status_by_server: int | None = None
+    # The RateLimit fields of the policy that counted the request, for its answer.
+    rate_limit_headers: dict[str, str] | None = None
 
 
 def attach(scope: Scope, context: RequestContext) -> None:

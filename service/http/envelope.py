@@ -105,6 +105,9 @@ class RequestEnvelope:
                 headers[REQUEST_ID_HEADER] = request_id
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
+                if context.rate_limit_headers is not None:
+                    for name, value in context.rate_limit_headers.items():
+                        headers.setdefault(name, value)
             await send(message)
 
         answered = answered_by_server(scope)

@@ -83,6 +83,11 @@ class PreconditionRequired(Problem):
     detail = "This service requires If-Match on every change: send the ETag you last read."
 
 
+class TooManyRequests(Problem):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    detail = "Too many requests; try again after the number of seconds Retry-After gives."
+
+
 class BodyTooLarge(Problem):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 

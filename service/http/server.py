@@ -61,6 +61,10 @@ def server_options() -> dict[str, Any]:
         # The API has no WebSocket endpoint: an upgrade request is an ordinary HTTP request
         # (answered by the app, with its headers), not a handshake uvicorn answers itself.
         "ws": "none",
+        # uvicorn would take the client's address from X-Forwarded-For when the peer is
+        # 127.0.0.1; the service decides that itself, from TRUSTED_PROXIES only
+        # (service.http.client_address).
+        "proxy_headers": False,
     }
 
 

@@ -9,6 +9,7 @@ from service.auth.tokens import TokenVerifier
 from service.config import Settings
 from service.data.access import Database
 from service.http.cursors import CursorCodec
+from service.http.rate_limits import RateLimits
 from service.metrics import Metrics
 
 # Anyone can call /readyz; a flood of calls costs one database round trip per second, not
@@ -39,4 +40,5 @@ class State:
     query_parameters: Mapping[str, frozenset[str]]
     # The operations whose contract declares a request body; any other must get none.
     takes_body: frozenset[str]
+    rate_limits: RateLimits
     readiness: Readiness = field(default_factory=Readiness)

@@ -2,6 +2,7 @@
 a contract change the app does not follow, or an app change the contract does not declare,
 fails here."""
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -86,9 +87,14 @@ def conform(op: Operation, response: httpx.Response) -> None:
         media_type = response.headers["content-type"].split(";")[0]
         assert media_type in declared["content"], f"{op} {status} answered {media_type}"
         _validate(response.json(), declared["content"][media_type]["schema"])
-    for name, header in declared.get("headers", {}).items():
-        if resolve(header).get("required"):
+    for name, reference in declared.get("headers", {}).items():
+        header = resolve(reference)
+        if header.get("required"):
             assert name.lower() in response.headers, f"{op} {status} lacks {name}"
+        pattern = resolve(header.get("schema", {})).get("pattern")
+        if pattern is not None and name.lower() in response.headers:
+            value = response.headers[name]
+            assert re.search(pattern, value), f"{op} {status}: {name}: {value!r} vs {pattern}"
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +120,25 @@ def one_task_each_api(service_database_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def one_request_each_api(service_database_url: str) -> Iterator[httpx.Client]:
+    """A service that allows each user, and each address without a token, one request a day."""
+    settings = make_settings(
+        service_database_url,
+        rate_limit_user_requests=1,
+        rate_limit_user_window_seconds=86_400,
+    )
+    with serving(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        yield client
+
+
 def _provoke(
     op: Operation,
     api: httpx.Client,
     down: httpx.Client,
     limited: httpx.Client,
     strict: httpx.Client,
+    counted: httpx.Client,
 ) -> list[httpx.Response]:
     """Requests meant to draw every status an operation can answer (500 aside)."""
     user = UserFactory.create()
@@ -155,6 +174,8 @@ def _provoke(
         responses.append(api.request(op.method, op.url(), json=body, headers=headers))
     if op.operation_id == "createTask":
         responses += [limited.post(url, json=body, headers=headers) for _ in range(2)]
+    if op.secured:  # the user's one request, then one too many
+        responses += [counted.request(op.method, url, json=body, headers=headers) for _ in range(2)]
     if op.secured:  # any operation under /api reads a body, to refuse one over 64 KiB
         big = b"[" + b" " * 70_000 + b"]"
         typed = {**headers, "Content-Type": "application/json"}
@@ -178,9 +199,12 @@ def test_every_status_declared_is_produced_and_every_status_produced_is_declared
     unreachable_database_api: httpx.Client,
     one_task_each_api: httpx.Client,
     strict_api: httpx.Client,
+    one_request_each_api: httpx.Client,
     op: Operation,
 ) -> None:
-    responses = _provoke(op, api, unreachable_database_api, one_task_each_api, strict_api)
+    responses = _provoke(
+        op, api, unreachable_database_api, one_task_each_api, strict_api, one_request_each_api
+    )
 
     for response in responses:
         conform(op, response)

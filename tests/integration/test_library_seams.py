@@ -2,27 +2,50 @@
 on are checked here, so an upgrade that moves one fails loudly, naming it, instead of quietly
 switching off a bound.
 
-Two modules do this, and only they (ruff's SLF001 and TID251 say so for the rest):
+Four modules do this, and only they (ruff's SLF001 and TID251 say so for the rest):
 service/http/server.py (uvicorn's httptools protocol: the receipt deadline, the header limit,
 the connection bound) and service/http/cors.py (Starlette's CORS preflight answer). Each
 library is pinned to the minor version these were written against (pyproject.toml).
+
+service/http/rate_limit_memory.py replaces limits' in-memory `incr` and `decr` (the same
+counting, without the walk over every key that followed each count) and sweeps the undocumented
+`storage` and `expirations` mappings itself; limits is pinned to its minor too.
+
+service/http/rate_limit_redis.py runs limits' own two sliding-window Lua scripts (RedisBridge's
+undocumented class attributes) in pipelines of its own, on the keys limits' RedisStorage uses:
+the scripts' hashes are recorded here, and a count made there must be the count RedisStorage
+reads.
+
+A fifth relies on public APIs, but on a rule behind them: service/http/rate_limits.py computes
+`RateLimit`'s remaining count and Retry-After from the sliding window counter's two counters,
+so `limits`' counting rule (a hit is allowed while floor(weighted count) < limit; the weight
+falls with the last window's remaining time) is checked here, on both storages.
 """
 
 import asyncio
 import hashlib
 import inspect
 import logging
+from typing import Any
 
 import pytest
 import starlette
 import uvicorn
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage.redis.bridge import RedisBridge
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.asyncio import ConnectionPool, Redis
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from service.http.cors import ProblemCORSMiddleware
+from service.http.rate_limit_memory import SweptMemoryStorage
+from service.http.rate_limit_redis import RedisCounters
 from service.http.server import BoundedHttpProtocol
+from tests.support.rate_limits import key_prefix, shared_redis
 
 # What service/http/server.py overrides or calls on uvicorn's protocol.
 PROTOCOL_METHODS = (
@@ -49,6 +72,19 @@ PROTOCOL_PARAMETERS = ["self", "config", "server_state", "app_state", "_loop"]
 # uvicorn changes its own, the copy must be compared with it again.
 DATA_RECEIVED_SHA256 = "010a7ae59a5d3b1a5e7326ce246878568629d126a076d8af5ba10cab040fae43"
 PREFLIGHT_SHA256 = "286290a83dec72a02db859f14a1e94dc072b4af1af815e3a60430fce408088be"
+# limits' Lua scripts for the sliding window counter, which rate_limit_redis.py sends itself.
+REDIS_SCRIPT_SHA256 = {
+    "SCRIPT_ACQUIRE_SLIDING_WINDOW": (
+        "3a1548d4c00dfe04fdd8feabfb60849afcb5caf4158d8082671588c5f5d871e6"
+    ),
+    "SCRIPT_SLIDING_WINDOW": "a86dd8837d03ab9e10a5151c47d00eaca4396dd262698a4269c4e6e8ac5b96f7",
+}
+# limits' in-memory counting, which service/http/rate_limit_memory.py repeats minus the walk.
+MEMORY_STORAGE_SHA256 = {
+    "incr": "dcf483c93da99f9b464f64bee856c1e7851a4a11e2a4c876d0e8d07e78d4809f",
+    "decr": "7c94380727ee78af1eba51124dc75ece6bb8c55460423018e67cf9300c5ac3ab",
+    "get": "6fcbeaa5f3c04858aaa546499ff3a3adfdef4d1ef9ff14990ac078a0e669c530",
+}
 
 
 def _source_sha256(function: object) -> str:
@@ -126,3 +162,112 @@ def test_starlette_still_answers_preflights_through_the_overridden_method() -> N
     )
     assert signature == ["self", "request_headers"], message
     assert _source_sha256(CORSMiddleware.preflight_response) == PREFLIGHT_SHA256, message
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+def test_limits_counts_a_sliding_window_as_the_rate_limits_module_assumes(storage: str) -> None:
+    async def scenario() -> None:
+        connections = ConnectionPool.from_url(shared_redis()) if storage == "redis" else None
+        store: MemoryStorage | RedisStorage = MemoryStorage()
+        if connections is not None:
+            options: dict[str, Any] = {"connection_pool": connections}
+            store = RedisStorage(
+                f"async+{shared_redis()}",
+                implementation="redispy",
+                key_prefix=key_prefix(),
+                **options,
+            )
+        limiter = SlidingWindowCounterRateLimiter(store)
+        item = RateLimitItemPerSecond(3, 100)
+        # Three allowed, then refused: a refusal is not counted.
+        assert [await limiter.hit(item, "k") for _ in range(5)] == [True] * 3 + [False] * 2
+        last, last_ttl, this, this_ttl = await store.get_sliding_window(item.key_for("k"), 100)
+        assert (last, this) == (0, 3)
+        assert last_ttl == 0
+        # This window's counter lives two windows; it becomes the last one after the first.
+        assert 0 < this_ttl - 100 <= 100
+        if connections is not None:
+            await connections.aclose()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("name", sorted(MEMORY_STORAGE_SHA256))
+def test_limits_still_counts_in_memory_as_the_swept_storage_repeats(name: str) -> None:
+    assert _source_sha256(getattr(MemoryStorage, name)) == MEMORY_STORAGE_SHA256[name], (
+        f"limits: MemoryStorage.{name} changed; service/http/rate_limit_memory.py repeats its "
+        "counting: compare the two, then record the new sha256 here"
+    )
+
+
+def test_limits_memory_storage_still_keeps_counters_where_the_sweep_looks() -> None:
+    async def scenario() -> None:
+        storage = SweptMemoryStorage()
+        assert await storage.incr("k", 60) == 1
+        assert await storage.incr("k", 60) == 2
+        assert await storage.get("k") == 2
+        assert dict(storage.storage) == {"k": 2}, "limits: MemoryStorage.storage moved"
+        assert set(storage.expirations) == {"k"}, "limits: MemoryStorage.expirations moved"
+        assert hasattr(storage, "locks"), "limits: MemoryStorage.locks moved"
+        assert await storage.decr("k") == 1
+        await storage.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("name", sorted(REDIS_SCRIPT_SHA256))
+def test_limits_still_has_the_redis_scripts_the_redis_counters_send(name: str) -> None:
+    script = getattr(RedisBridge, name, None)
+    assert isinstance(script, bytes), f"limits: RedisBridge.{name} is gone"
+    assert hashlib.sha256(script).hexdigest() == REDIS_SCRIPT_SHA256[name], (
+        f"limits: RedisBridge.{name} changed; service/http/rate_limit_redis.py sends it and "
+        "reads its reply: review both, then record the new sha256 here"
+    )
+
+
+def test_a_count_in_redis_is_the_count_limits_redis_storage_reads() -> None:
+    async def scenario() -> None:
+        prefix = key_prefix()
+        connections = ConnectionPool.from_url(shared_redis())
+        counters = RedisCounters(connections, prefix)
+        options: dict[str, Any] = {"connection_pool": connections}
+        limits_storage = RedisStorage(
+            f"async+{shared_redis()}", implementation="redispy", key_prefix=prefix, **options
+        )
+        limiter = SlidingWindowCounterRateLimiter(limits_storage)
+        item = RateLimitItemPerSecond(3, 100)
+        key = item.key_for("k")
+
+        # Counted here, then by limits itself: one budget of three.
+        ours = [await counters.hit(key, 3, 100) for _ in range(2)]
+        theirs = await limiter.hit(item, "k")
+        refused, window = await counters.hit(key, 3, 100)
+
+        assert [allowed for allowed, _ in ours] == [True, True]
+        assert theirs is True
+        assert refused is False
+        assert window[0::2] == (0, 3)  # no last window yet; three in this one
+        assert window == pytest.approx(await limits_storage.get_sliding_window(key, 100), abs=0.1)
+        # Many at once share round trips, and each gets its own answer.
+        answers = await asyncio.gather(*(counters.hit(f"{key}/{n}", 1, 100) for n in range(50)))
+        assert [allowed for allowed, _ in answers] == [True] * 50
+        await connections.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_the_redis_counters_load_the_scripts_again_after_redis_forgets_them() -> None:
+    async def scenario() -> None:
+        connections = ConnectionPool.from_url(shared_redis())
+        counters = RedisCounters(connections, key_prefix())
+        assert (await counters.hit("k", 5, 100))[0] is True
+        client = Redis(connection_pool=connections)
+        await client.script_flush()  # as a restarted Redis would have
+
+        allowed, window = await counters.hit("k", 5, 100)
+
+        assert allowed is True
+        assert window[2] == 2
+        await connections.aclose()
+
+    asyncio.run(scenario())

@@ -68,7 +68,11 @@ class RunningService:
 def service_process(
     *args: str, env: Mapping[str, str], port: int | None = None, log_level: str = "warning"
 ) -> Iterator[RunningService]:
-    """`tasks-api serve` as a child process, its output in a file; stopped with SIGTERM."""
+    """`tasks-api serve` as a child process, its output in a file; stopped with SIGTERM.
+
+    Rate limits are off unless `env` sets them, as in make_settings: a suite sends one
+    address's requests faster than any client (tests/security/test_rate_limits.py)."""
+    env = {"RATE_LIMIT_USER_REQUESTS": "0", "RATE_LIMIT_ADDRESS_REQUESTS": "0", **env}
     port = port or free_port()
     command = cli("serve", "--port", str(port), "--log-level", log_level, *args)
     with tempfile.TemporaryDirectory() as scratch:

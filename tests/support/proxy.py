@@ -1,5 +1,6 @@
-"""A TCP proxy in front of PostgreSQL that can stall: it keeps every connection open but stops
-passing bytes either way, as a network path that drops packets (or a frozen server) does."""
+"""A TCP proxy in front of PostgreSQL (or Redis) that can stall: it keeps every connection
+open but stops passing bytes either way, as a network path that drops packets (or a frozen
+server) does."""
 
 import socket
 import threading
@@ -13,6 +14,7 @@ from sqlalchemy.engine import URL
 
 class StallingProxy:
     def __init__(self, database_url: str, port: int = 0) -> None:
+        """In front of `database_url`'s server (a `redis://host:port` URL works too)."""
         self._target = make_url(database_url)
         self._stalled = threading.Event()
         self._closing = threading.Event()

@@ -11,8 +11,34 @@ function check(condition: boolean, message: string): asserts condition {
   if (!condition) throw new Error(message);
 }
 
+// Every wait a 429 asked for, in seconds (what `rateLimits` checks).
+export const waits: number[] = [];
+
+// Over a rate limit the server answers 429 with Retry-After (seconds): waits that long and
+// sends the request again, a few times. Retrying at once would only be refused again, and
+// the wait it names is enough: the server never names one too short.
+export function honouringRetryAfter(inner: typeof fetch = fetch, attempts = 5): typeof fetch {
+  return async (input, init) => {
+    for (let attempt = 1; ; attempt++) {
+      // A Request's body can be read once: each attempt sends a copy.
+      const request = input instanceof Request ? input.clone() : input;
+      const response = await inner(request, init);
+      const seconds = Number(response.headers.get("Retry-After"));
+      if (response.status !== 429 || attempt === attempts || !Number.isInteger(seconds)) {
+        return response;
+      }
+      waits.push(seconds);
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    }
+  };
+}
+
 export async function lifecycle(baseUrl: string, token: string): Promise<void> {
-  const api = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${token}` } });
+  const api = createClient<paths>({
+    baseUrl,
+    headers: { Authorization: `Bearer ${token}` },
+    fetch: honouringRetryAfter(),
+  });
 
   const created: Task[] = [];
   for (const title of ["first", "second", "third"]) {
@@ -59,10 +85,10 @@ export async function lifecycle(baseUrl: string, token: string): Promise<void> {
 
 // A fetch that loses the first response it gets: the server did the work, the client never
 // hears of it (a phone that went through a tunnel). What a retry must survive.
-function losingTheFirstResponse(): typeof fetch {
+function losingTheFirstResponse(inner: typeof fetch = honouringRetryAfter()): typeof fetch {
   let lost = false;
   return async (input, init) => {
-    const response = await fetch(input, init);
+    const response = await inner(input, init);
     if (!lost) {
       lost = true;
       throw new TypeError("network error: the response was lost");
@@ -84,7 +110,7 @@ async function withRetries<T>(attempt: () => Promise<T>): Promise<T> {
 
 export async function safeRetriesAndNoLostUpdates(baseUrl: string, token: string): Promise<void> {
   const headers = { Authorization: `Bearer ${token}` };
-  const api = createClient<paths>({ baseUrl, headers });
+  const api = createClient<paths>({ baseUrl, headers, fetch: honouringRetryAfter() });
 
   // A create whose response is lost, retried with the same Idempotency-Key: one task.
   const flaky = createClient<paths>({ baseUrl, headers, fetch: losingTheFirstResponse() });
@@ -142,10 +168,30 @@ export async function safeRetriesAndNoLostUpdates(baseUrl: string, token: string
   check(unchanged.response.status === 304, `conditional read: ${unchanged.response.status}`);
 }
 
+// A burst past the user's quota: every request ends in a 200, after the waits the 429s named.
+export async function rateLimits(baseUrl: string, token: string): Promise<void> {
+  const headers = { Authorization: `Bearer ${token}` };
+  const api = createClient<paths>({ baseUrl, headers, fetch: honouringRetryAfter() });
+  const first = await api.GET("/api/tasks");
+  const policy = first.response.headers.get("RateLimit-Policy") ?? "";
+  const quota = Number(/;q=(\d+)/.exec(policy)?.[1] ?? "0");
+  check(first.response.status === 200 && quota > 0, `rate limits: RateLimit-Policy ${policy}`);
+  check(/^"user";r=\d+;t=\d+$/.test(first.response.headers.get("RateLimit") ?? ""), "RateLimit");
+  const before = waits.length;
+  const burst = Math.min(quota + 5, 60);
+  for (let sent = 0; sent < burst; sent++) {
+    const { response } = await api.GET("/api/tasks");
+    check(response.status === 200, `rate limits: request ${sent} answered ${response.status}`);
+  }
+  check(burst <= quota || waits.length > before, "rate limits: no 429 over the quota");
+}
+
 const [baseUrl, token] = process.argv.slice(2);
 if (baseUrl !== undefined && token !== undefined) {
   await lifecycle(baseUrl, token);
   console.log("typescript client: lifecycle passed against", baseUrl);
   await safeRetriesAndNoLostUpdates(baseUrl, token);
   console.log("typescript client: safe retries and no lost updates passed against", baseUrl);
+  await rateLimits(baseUrl, token);
+  console.log("typescript client: rate limits honoured, waited", waits, "seconds");
 }
