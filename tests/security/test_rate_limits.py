@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -307,16 +308,24 @@ def test_browsers_may_read_the_fields(limited: httpx.Client, alice: ApiUser) -> 
 # --- Whose address -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def served_alone(service_database_url: str) -> Iterator[RunningService]:
-    """`tasks-api serve` as deployed, with uvicorn's own options, and no trusted proxy."""
+@contextmanager
+def _address_limited(database_url: str, **settings: str) -> Iterator[RunningService]:
+    """`tasks-api serve` as deployed, with uvicorn's own options and a small address limit."""
     env = {
-        "DATABASE_URL": service_database_url,
+        "DATABASE_URL": database_url,
         "JWT_SECRET": SECRET,
         "RATE_LIMIT_ADDRESS_REQUESTS": str(ADDRESS_LIMIT),
         "RATE_LIMIT_ADDRESS_WINDOW_SECONDS": str(WINDOW),
+        **settings,
     }
     with service_process("--no-migrate", env=env) as service:
+        yield service
+
+
+@pytest.fixture
+def served_alone(service_database_url: str) -> Iterator[RunningService]:
+    """No trusted proxy."""
+    with _address_limited(service_database_url) as service:
         yield service
 
 
@@ -339,14 +348,7 @@ def test_without_trusted_proxies_forwarding_fields_do_not_change_the_bucket(
 @pytest.fixture
 def served_behind_a_proxy(service_database_url: str) -> Iterator[RunningService]:
     """As deployed behind a proxy on this host: TRUSTED_PROXIES names it."""
-    env = {
-        "DATABASE_URL": service_database_url,
-        "JWT_SECRET": SECRET,
-        "RATE_LIMIT_ADDRESS_REQUESTS": str(ADDRESS_LIMIT),
-        "RATE_LIMIT_ADDRESS_WINDOW_SECONDS": str(WINDOW),
-        "TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8",
-    }
-    with service_process("--no-migrate", env=env) as service:
+    with _address_limited(service_database_url, TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8") as service:
         yield service
 
 
