@@ -106,6 +106,8 @@ class RateLimits:
 
     async def close(self) -> None:
         await self._memory.close()
+        if self._redis is not None:
+            await self._redis.close()
         if self._connections is not None:
             await self._connections.aclose()
 
@@ -134,12 +136,16 @@ class RateLimits:
     async def _count(self, policy: Policy, key: str) -> Verdict | None:
         if self._out and time.monotonic() < self._skip_until:
             return None  # the storage failed a moment ago: let through without asking
+        item = self._items[policy.name]
+        counter = item.key_for(key)
         try:
             if self._redis is None:  # this process's memory: nothing to wait for
-                allowed, window = await self._hit(policy, key)
-            else:
+                allowed, window = self._memory.count(counter, item.amount, policy.window_seconds)
+            else:  # one round trip, shared with the requests asking with it
                 async with asyncio.timeout(self._timeout):
-                    allowed, window = await self._hit(policy, key)
+                    allowed, window = await self._redis.hit(
+                        counter, item.amount, policy.window_seconds
+                    )
         # Any storage failure (a refused connection, a timeout, a script error) lets it through.
         except Exception as error:
             self._storage_failed(error)
@@ -157,19 +163,6 @@ class RateLimits:
             headers["Retry-After"] = str(max(1, _whole_seconds(wait)))
             self._metrics.rate_limited(policy.name)
         return Verdict(allowed=allowed, headers=headers)
-
-    async def _hit(self, policy: Policy, key: str) -> tuple[bool, tuple[int, float, int, float]]:
-        """Count the request (if the limit allows it), then read the two counters."""
-        item = self._items[policy.name]
-        counter = item.key_for(key)
-        if self._redis is not None:  # one round trip, shared with the requests asking with it
-            return await self._redis.hit(counter, item.amount, policy.window_seconds)
-        # What SlidingWindowCounterRateLimiter.hit does, with the item's key built once.
-        allowed = await self._memory.acquire_sliding_window_entry(
-            counter, item.amount, policy.window_seconds
-        )
-        window = await self._memory.get_sliding_window(counter, policy.window_seconds)
-        return allowed, window
 
     def _storage_failed(self, error: Exception) -> None:
         self._metrics.rate_limit_storage_error()

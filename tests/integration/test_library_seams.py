@@ -7,14 +7,16 @@ service/http/server.py (uvicorn's httptools protocol: the receipt deadline, the 
 the connection bound) and service/http/cors.py (Starlette's CORS preflight answer). Each
 library is pinned to the minor version these were written against (pyproject.toml).
 
-service/http/rate_limit_memory.py replaces limits' in-memory `incr` and `decr` (the same
-counting, without the walk over every key that followed each count) and sweeps the undocumented
-`storage` and `expirations` mappings itself; limits is pinned to its minor too.
+service/http/rate_limit_memory.py repeats limits' in-memory sliding window counting as one
+synchronous call (the same counting, without the walk over every key that followed each count)
+and sweeps the undocumented `storage` and `expirations` mappings itself; limits is pinned to
+its minor too. The functions it repeats are hashed here, and a sequence of counts across
+windows must come out as limits' own.
 
 service/http/rate_limit_redis.py runs limits' own two sliding-window Lua scripts (RedisBridge's
-undocumented class attributes) in pipelines of its own, on the keys limits' RedisStorage uses:
-the scripts' hashes are recorded here, and a count made there must be the count RedisStorage
-reads.
+undocumented class attributes) as the bodies of one script of its own, on the keys limits'
+RedisStorage uses: the scripts' hashes are recorded here, and a count made there must be the
+count RedisStorage reads.
 
 A fifth relies on public APIs, but on a rule behind them: service/http/rate_limits.py computes
 `RateLimit`'s remaining count and Retry-After from the sliding window counter's two counters,
@@ -26,6 +28,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -82,8 +85,13 @@ REDIS_SCRIPT_SHA256 = {
 # limits' in-memory counting, which service/http/rate_limit_memory.py repeats minus the walk.
 MEMORY_STORAGE_SHA256 = {
     "incr": "dcf483c93da99f9b464f64bee856c1e7851a4a11e2a4c876d0e8d07e78d4809f",
-    "decr": "7c94380727ee78af1eba51124dc75ece6bb8c55460423018e67cf9300c5ac3ab",
     "get": "6fcbeaa5f3c04858aaa546499ff3a3adfdef4d1ef9ff14990ac078a0e669c530",
+    "acquire_sliding_window_entry": (
+        "c016de522ad07dd7bec72a2afc808394edce5ab4437b7925c611ba21e8ed8583"
+    ),
+    "get_sliding_window": "f2069084e85350984ad9ac85bca4026f83ab7b90bc2960877f878c1e2a17001c",
+    "_get_sliding_window_info": "6712986c826371f34d1ee59cc75d62e69da931f3955f2acaab315db3bb26ae01",
+    "sliding_window_keys": "595126619bfe8b9181fee8f273b5641da3ae168d6c2c3906ca35ce7126062010",
 }
 
 
@@ -201,16 +209,37 @@ def test_limits_still_counts_in_memory_as_the_swept_storage_repeats(name: str) -
 
 
 def test_limits_memory_storage_still_keeps_counters_where_the_sweep_looks() -> None:
+    storage = SweptMemoryStorage()
+    assert storage.count("k", 5, 60)[0]
+    _previous, current = storage.sliding_window_keys("k", 60, time.time())
+    assert dict(storage.storage) == {current: 1}, "limits: MemoryStorage.storage moved"
+    assert set(storage.expirations) == {current}, "limits: MemoryStorage.expirations moved"
+    assert hasattr(storage, "locks"), "limits: MemoryStorage.locks moved"
+
+
+def test_a_count_in_memory_is_the_count_limits_memory_storage_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same requests at the same moments, across three windows: each allowed or refused as
+    limits' own limiter decides, with the counters limits' storage reads."""
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    ours = SweptMemoryStorage()
+    theirs = MemoryStorage()
+    limiter = SlidingWindowCounterRateLimiter(theirs)
+    item = RateLimitItemPerSecond(4, 10)
+    key = item.key_for("k")
+
+    async def theirs_count() -> tuple[bool, tuple[int, float, int, float]]:
+        allowed = await limiter.hit(item, "k")
+        return allowed, await theirs.get_sliding_window(key, 10)
+
     async def scenario() -> None:
-        storage = SweptMemoryStorage()
-        assert await storage.incr("k", 60) == 1
-        assert await storage.incr("k", 60) == 2
-        assert await storage.get("k") == 2
-        assert dict(storage.storage) == {"k": 2}, "limits: MemoryStorage.storage moved"
-        assert set(storage.expirations) == {"k"}, "limits: MemoryStorage.expirations moved"
-        assert hasattr(storage, "locks"), "limits: MemoryStorage.locks moved"
-        assert await storage.decr("k") == 1
-        await storage.close()
+        for moment in [0, 1, 2, 3, 4, 9.5, 10.5, 11, 12, 13.2, 14, 17, 19.9, 21, 22, 23, 35, 36]:
+            clock[0] = 1_000_000.0 + moment
+            expected = await theirs_count()
+            assert ours.count(key, 4, 10) == expected, f"at {moment} s"
+        await theirs.reset()
 
     asyncio.run(scenario())
 
@@ -251,6 +280,7 @@ def test_a_count_in_redis_is_the_count_limits_redis_storage_reads() -> None:
         # Many at once share round trips, and each gets its own answer.
         answers = await asyncio.gather(*(counters.hit(f"{key}/{n}", 1, 100) for n in range(50)))
         assert [allowed for allowed, _ in answers] == [True] * 50
+        await counters.close()
         await connections.aclose()
 
     asyncio.run(scenario())
@@ -268,6 +298,7 @@ def test_the_redis_counters_load_the_scripts_again_after_redis_forgets_them() ->
 
         assert allowed is True
         assert window[2] == 2
+        await counters.close()
         await connections.aclose()
 
     asyncio.run(scenario())
