@@ -1,7 +1,7 @@
 """Benchmark: the service beside a FastAPI hello world, in one run, on this machine.
 
     python bench/run.py [--duration 10] [--runs 5] [--workers 1 2] [--users 200]
-                        [--psycopg3] [--baseline REF] [--json FILE]
+                        [--psycopg3] [--tracing] [--baseline REF] [--json FILE]
 
 Seeds a fresh database (users with 20 tasks each), starts `tasks-api serve` on loopback,
 drives each endpoint with wrk (-t2 -c32) using valid tokens for many users, runs the hello
@@ -11,7 +11,9 @@ on this machine) and by wrk. The runs go in rounds, every server once per round,
 that comes and goes on a shared machine lands on every build alike. With --psycopg3, also
 bench/async_app.py (the same endpoints on raw psycopg 3: the reference the service's ORM and
 framework cost is measured against). With --baseline REF, also the service as it was at git
-revision REF, built into a temporary venv, so before and after come from the same run. Needs
+revision REF, built into a temporary venv, so before and after come from the same run. With
+--tracing, also this build with OpenTelemetry tracing on, every request sampled and exported
+to bench/otlp_sink.py (a collector stand-in that discards what it gets). Needs
 `wrk` (Debian package `wrk`). Not a test: it prints figures.
 """
 
@@ -324,6 +326,14 @@ def servers_to_measure(
                 {**current_env, **limits},
                 args.endpoints,
             )
+        if args.tracing is not None:
+            # This build with tracing on, every request sampled, exporting to the sink.
+            traced = {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": args.tracing,
+                "OTEL_TRACES_SAMPLER": "always_on",
+            }
+            command = _service_command(sys.executable, workers, args.log_level)
+            yield Server("traced ", workers, command, {**current_env, **traced}, args.endpoints)
         if baseline is not None and baseline_env is not None:
             command = _service_command(baseline, workers, args.log_level)
             yield Server(f"{args.baseline} ", workers, command, baseline_env, args.endpoints)
@@ -362,6 +372,13 @@ def main() -> None:
         "the limiter counting every request with a budget no run exhausts; `off` measures it "
         "with both policies off",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_const",
+        const="",
+        help="also measure this build with tracing on (OpenTelemetry, every request sampled), "
+        "exporting over OTLP/HTTP to bench/otlp_sink.py, which discards the spans",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -369,6 +386,11 @@ def main() -> None:
 
     runs: dict[str, list[dict[str, float]]] = {}
     with ExitStack() as stack:
+        if args.tracing is not None:
+            sink_port = free_port()
+            sink = [sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)]
+            args.tracing = f"http://127.0.0.1:{sink_port}"
+            stack.enter_context(serve(sink, args.tracing + "/", dict(os.environ)))
         baseline = stack.enter_context(baseline_build(args.baseline)) if args.baseline else None
         # Each build gets a database migrated by its own migrations, seeded the same way.
         current_env = stack.enter_context(prepared_database(Path(sys.executable), args))

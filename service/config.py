@@ -137,6 +137,18 @@ class Settings(BaseSettings):
     # BYPASSRLS, Neon's neon_superuser): the database then no longer backs the owner filters.
     db_allow_rls_bypass: bool = False
 
+    # Traces (service.tracing), by OpenTelemetry's own variables: on when an OTLP endpoint is
+    # set (the SDK reads the rest: OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_BSP_*, ...).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_exporter_otlp_protocol: str | None = None
+    otel_exporter_otlp_traces_protocol: str | None = None
+    otel_traces_exporter: str = "otlp"
+    otel_sdk_disabled: bool = False
+    # A caller's W3C traceparent continues the caller's trace. False at an untrusted edge:
+    # every request starts a trace of its own (linked to the caller's, which it names).
+    tracing_trust_traceparent: bool = True
+
     @field_validator("rate_limit_storage_url")
     @classmethod
     def _storage_scheme(cls, value: str) -> str:
@@ -226,6 +238,16 @@ class Settings(BaseSettings):
             )
         return url
 
+    def traces_endpoint(self) -> str | None:
+        """Where spans are sent (OTLP over HTTP), or None: tracing is off."""
+        if self.otel_sdk_disabled or self.otel_traces_exporter.strip().lower() == "none":
+            return None
+        if self.otel_exporter_otlp_traces_endpoint:  # the signal's own URL, used as it is
+            return self.otel_exporter_otlp_traces_endpoint
+        if self.otel_exporter_otlp_endpoint:  # the base URL, to which the signal's path is added
+            return self.otel_exporter_otlp_endpoint.removesuffix("/") + "/v1/traces"
+        return None
+
     def metrics_key(self) -> bytes | None:
         return None if self.metrics_token is None else _strong("METRICS_TOKEN", self.metrics_token)
 
@@ -235,6 +257,17 @@ class Settings(BaseSettings):
         self.cursor_key()
         self.jwks_url()
         self.metrics_key()
+        protocol = self.otel_exporter_otlp_traces_protocol or self.otel_exporter_otlp_protocol
+        if self.traces_endpoint() is not None and protocol not in (None, "http/protobuf"):
+            raise ConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: traces are exported "
+                "as OTLP over HTTP/protobuf (http/protobuf, the default)"
+            )
+        if self.otel_traces_exporter.strip().lower() not in ("otlp", "none"):
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER={self.otel_traces_exporter} is not supported: "
+                "otlp (the default) or none"
+            )
 
     def require_database_url(self) -> str:
         if self.database_url is None:

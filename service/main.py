@@ -25,6 +25,7 @@ from service.http.rate_limits import RateLimits
 from service.http.state import State
 from service.metrics import Metrics
 from service.tasks import routes as tasks
+from service.tracing import start_tracing
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,15 +35,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Built here, not in the lifespan, so a bad setting fails before a port is bound. None of
     # it does I/O: the pool connects on first use.
     metrics = Metrics(settings.metrics_key())
+    # Each worker process runs this, so each has a tracer provider (and export thread) of its
+    # own; None when tracing is off, and then nothing of the SDK is imported.
+    tracing = start_tracing(settings, contract["info"]["version"])
+    tracer = None if tracing is None else tracing.tracer
     state = State(
         settings=settings,
-        database=Database.from_settings(settings, metrics),
-        verifier=TokenVerifier(settings, metrics),
+        database=Database.from_settings(settings, metrics, tracer),
+        verifier=TokenVerifier(settings, metrics, tracer),
         cursors=CursorCodec(settings.cursor_key()),
         metrics=metrics,
         query_parameters=declared_query_parameters(contract),
         takes_body=operations_with_a_body(contract),
         rate_limits=RateLimits(settings, metrics),
+        tracing=tracing,
     )
 
     @asynccontextmanager
@@ -51,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await state.database.close()
         await state.rate_limits.close()
+        if tracing is not None:
+            tracing.shutdown()  # exports what is still queued
 
     app = FastAPI(
         title=contract["info"]["title"],
@@ -62,6 +70,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /api/tasks/ is not a route: answer 404, not a redirect to a route.
         redirect_slashes=False,
         exception_handlers=EXCEPTION_HANDLERS,
+        # FastAPI's own OpenTelemetry support stays off, whatever the environment says: the
+        # envelope makes the one server span (service.http.tracing), without the query string
+        # FastAPI's records, and FastAPI's check for a provider costs every request.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
 
     def openapi() -> dict[str, Any]:

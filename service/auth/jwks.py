@@ -14,8 +14,11 @@ from typing import Any
 import httpx
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
+from opentelemetry.propagate import inject
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from service import strict_json
+from service.tracing import failed
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,10 @@ class JwksCache:
         min_refresh: float,
         timeout: float,
         on_fetch: Callable[[bool], None] = lambda ok: None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._url = url
+        self._tracer = tracer
         self._on_fetch = on_fetch
         self._ttl = ttl
         self._min_refresh = min_refresh
@@ -143,10 +148,38 @@ class JwksCache:
             self._last_attempt_failed = False
 
     async def _fetch(self) -> Any:
+        if self._tracer is None:
+            return await self._get({})
+        url = httpx.URL(self._url)
+        attributes: dict[str, str | int] = {
+            "http.request.method": "GET",
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            # Without user, password, query or fragment, should the URL carry any.
+            "url.full": str(url.copy_with(userinfo=b"", query=None, fragment=None)),
+        }
+        with self._tracer.start_as_current_span(
+            "GET",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            headers: dict[str, str] = {}
+            inject(headers)  # the issuer sees the fetch as part of this trace (traceparent)
+            try:
+                return await self._get(headers, span)
+            except Exception as error:
+                failed(span, error)
+                raise
+
+    async def _get(self, headers: dict[str, str], span: Span | None = None) -> Any:
         async with (
             httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
-            client.stream("GET", self._url) as response,
+            client.stream("GET", self._url, headers=headers) as response,
         ):
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
             response.raise_for_status()
             body = bytearray()
             async for chunk in response.aiter_bytes():

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from opentelemetry.trace import Tracer
 
 from service import strict_json
 from service.auth.jwks import JwksCache
 from service.config import ConfigError, Settings
 from service.metrics import Metrics
+from service.tracing import failed
 from service.uuids import CANONICAL_UUID
 
 # Non-UUID subjects map to uuid5(uuid5(USER_NAMESPACE, iss), sub); the README documents this
@@ -39,6 +41,8 @@ VERIFIED_TOKEN_SECONDS = 30
 # Bounded by count and by size: 10,000 tokens of the largest accepted size would be 80 MiB.
 VERIFIED_TOKEN_ENTRIES = 10_000
 VERIFIED_TOKEN_CHARS = 4 * 1024 * 1024
+# The span of a verification, when tracing is on; a JWKS fetch it waits for is its child.
+VERIFY_SPAN = "verify token"
 
 
 class NoToken(Exception):
@@ -146,8 +150,11 @@ class TokenVerifier:
     claim must have its RFC 7519 type and a sane value, or the token is a 401.
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None, tracer: Tracer | None = None
+    ) -> None:
         self._hs256_key = settings.hs256_key()
+        self._tracer = tracer
         jwks_url = settings.jwks_url()
         self._jwks = (
             JwksCache(
@@ -156,6 +163,7 @@ class TokenVerifier:
                 min_refresh=settings.jwks_min_refresh_seconds,
                 timeout=settings.jwks_fetch_timeout_seconds,
                 on_fetch=(metrics or Metrics.off()).jwks_fetch,
+                tracer=tracer,
             )
             if jwks_url
             else None
@@ -173,7 +181,20 @@ class TokenVerifier:
         remembered = self._verified.get(token)
         if remembered is not None and time.monotonic() < remembered[1]:
             return remembered[0]
-        principal, expires_at = await self._verify(token)
+        if self._tracer is None:
+            principal, expires_at = await self._verify(token)
+        else:
+            # A span for a verification (a signature checked, a JWKS fetch waited for), none
+            # for a token remembered: that takes a microsecond. It says whether the token
+            # verified; never the token, its claims, or why it failed.
+            with self._tracer.start_as_current_span(
+                VERIFY_SPAN, record_exception=False, set_status_on_exception=False
+            ) as span:
+                try:
+                    principal, expires_at = await self._verify(token)
+                except Exception as error:
+                    failed(span, error)
+                    raise
         lifetime = min(VERIFIED_TOKEN_SECONDS, expires_at + self._leeway - time.time())
         self._remember(token, principal, time.monotonic() + lifetime)
         return principal

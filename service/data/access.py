@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
+from opentelemetry.trace import SpanKind, Tracer
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -45,7 +46,14 @@ from service.data.idempotency import (
     Row,
 )
 from service.data.pool import ConnectFailures, ServiceConnection, create_pool
+from service.data.spans import (
+    POOL_WAIT_SPAN,
+    WAIT_SPAN_MIN_NS,
+    server_attributes,
+    statement_span,
+)
 from service.metrics import Metrics
+from service.tracing import failed
 
 T = TypeVar("T")
 
@@ -83,9 +91,14 @@ class Database:
     statement_seconds: float | None
     metrics: Metrics | None = None
     purge: PurgeSchedule = field(default_factory=PurgeSchedule)
+    # When tracing is on: the tracer, and what every database span says of the server.
+    tracer: Tracer | None = None
+    server: Mapping[str, str | int] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> "Database":
+    def from_settings(
+        cls, settings: Settings, metrics: Metrics | None = None, tracer: Tracer | None = None
+    ) -> "Database":
         pool, failures = create_pool(settings)
         return cls(
             pool=pool,
@@ -95,6 +108,8 @@ class Database:
             request_seconds=settings.db_request_timeout_seconds,
             statement_seconds=settings.db_statement_timeout_ms / 1000 or None,
             metrics=metrics if metrics is not None and metrics.enabled else None,
+            tracer=tracer,
+            server={} if tracer is None else server_attributes(settings),
         )
 
     async def open(self) -> None:
@@ -122,6 +137,30 @@ class _CheckedOut:
         self._connection: ServiceConnection | None = None
 
     async def __aenter__(self) -> ServiceConnection:
+        tracer = self._database.tracer
+        if tracer is None:
+            return await self._check_out()
+        # A span only for a wait that took time (a connection busy, or one being opened): a
+        # free connection is handed over in microseconds, and a span would cost more than
+        # the wait. Made after the fact, with the wait's own start and end.
+        started = time.time_ns()
+        error: BaseException | None = None
+        try:
+            return await self._check_out()
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            ended = time.time_ns()
+            if error is not None or ended - started >= WAIT_SPAN_MIN_NS:
+                span = tracer.start_span(
+                    POOL_WAIT_SPAN, attributes=self._database.server, start_time=started
+                )
+                if error is not None:
+                    failed(span, error)
+                span.end(end_time=ended)
+
+    async def _check_out(self) -> ServiceConnection:
         database = self._database
         metrics = database.metrics
         if metrics is not None:
@@ -207,16 +246,34 @@ class RequestDatabase:
 
     async def _rows(self, sql: str, parameters: Mapping[str, Any] | None) -> list[Row]:
         async with _CheckedOut(self._database) as connection:
-            cursor = connection.cursor()
-            if self._owner is None:
+            tracer = self._database.tracer
+            if tracer is None:
+                return await self._run(connection, sql, parameters)
+            name, attributes = statement_span(sql, self._database.server)
+            # A leaf: started, not made current (nothing runs inside it that could be its child).
+            span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+            try:
+                return await self._run(connection, sql, parameters)
+            except BaseException as error:
+                # The type of an error only: a server's message can quote a row's values.
+                failed(span, error)
+                raise
+            finally:
+                span.end()
+
+    async def _run(
+        self, connection: ServiceConnection, sql: str, parameters: Mapping[str, Any] | None
+    ) -> list[Row]:
+        cursor = connection.cursor()
+        if self._owner is None:
+            await cursor.execute(sql, parameters)
+        else:
+            async with connection.pipeline():
+                # One cursor for both: in a pipeline each result is handed to its cursor in
+                # order, so the statement's is the one the cursor holds at the end.
+                await cursor.execute(SET_ROW_OWNER, (self._owner,))
                 await cursor.execute(sql, parameters)
-            else:
-                async with connection.pipeline():
-                    # One cursor for both: in a pipeline each result is handed to its cursor in
-                    # order, so the statement's is the one the cursor holds at the end.
-                    await cursor.execute(SET_ROW_OWNER, (self._owner,))
-                    await cursor.execute(sql, parameters)
-            return await cursor.fetchall()
+        return await cursor.fetchall()
 
     async def transaction(self, work: Callable[[ServiceConnection], Awaitable[T]]) -> T:
         """`work` in one READ COMMITTED transaction: committed if it returns, else rolled back.

@@ -1,4 +1,5 @@
-"""What wraps every request: its context, a request id, security headers, one log line.
+"""What wraps every request: its context, a request id, security headers, one log line, and
+(when tracing is on) the server span.
 
 The log line names the route's path template, never the raw path or query (which may carry a
 token someone put there), and never a header or body.
@@ -16,6 +17,7 @@ from service.http.context import RequestContext, answered_by_server, attach
 from service.http.logs import access_log
 from service.http.problems import problem_response
 from service.http.state import State
+from service.http.tracing import ServerSpan
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is echoed only when it is short and plain, so it cannot smuggle anything
@@ -114,6 +116,8 @@ class RequestEnvelope:
         if answered is not None:  # the server itself answered (a body that broke early)
             context.status_by_server, context.request_id = answered
             request_id = context.request_id
+        tracing = self.state.tracing
+        span = None if tracing is None else ServerSpan(tracing, scope, request_id)
         try:
             host_problem = _host_problem(scope)
             if answered is not None:
@@ -126,8 +130,8 @@ class RequestEnvelope:
         finally:
             if status == CLIENT_CLOSED_REQUEST and context.status_by_server is not None:
                 status = context.status_by_server
-            route = inner.get("route")
-            template = getattr(route, "path", None) or "(no route)"
+            route_path: str | None = getattr(inner.get("route"), "path", None)
+            template = route_path or "(no route)"
             duration = time.perf_counter() - started
             self.state.metrics.request(template, scope["method"], status, duration)
             user_id = context.user_id
@@ -144,3 +148,5 @@ class RequestEnvelope:
                     }
                 },
             )
+            if span is not None:  # after the log line, which carries the span's ids
+                span.end(route_path, status)

@@ -21,6 +21,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **getattr(record, "fields", {}),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:  # written inside a traced request (service.tracing.TraceIds)
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", None)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         # orjson: this runs once per request, and the standard json module is several times slower.

@@ -88,6 +88,7 @@ class RedisCounters:
             self._sender.cancel()
         if self._connection is not None:
             await self._connection.disconnect()
+        await self._connections.aclose()
 
     async def _send_all(self) -> None:
         try:
@@ -155,3 +156,12 @@ def _counted(reply: object) -> tuple[bool, Window]:
         int(this or 0),
         max(0.0, float(this_ttl or 0)) / 1000,
     )
+
+
+def redis_counters(url: str, timeout: float, key_prefix: str) -> RedisCounters:
+    """Counters at `url`, redis:// or rediss:// (Redis or Valkey), each socket operation
+    bounded as each call is, so a dead server cannot hold a connection for long."""
+    connections = ConnectionPool.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    return RedisCounters(connections, key_prefix)

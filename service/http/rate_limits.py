@@ -35,15 +35,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from redis.asyncio import ConnectionPool
 
 from service.config import Settings
 from service.http.client_address import IPAddress, bucket_of
 from service.http.rate_limit_memory import SweptMemoryStorage
-from service.http.rate_limit_redis import RedisCounters
 from service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from service.http.rate_limit_redis import RedisCounters
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,17 @@ class RateLimits:
             policy.name: policy.item for policy in (self.user, self.address) if policy is not None
         }
         self._memory = SweptMemoryStorage()
-        self._connections: ConnectionPool | None = None
         self._redis: RedisCounters | None = None
         if not settings.rate_limit_storage_url.startswith("memory://"):
-            self._connections = _connections(settings)
-            self._redis = RedisCounters(self._connections, settings.rate_limit_key_prefix)
+            # Imported only for Redis: redis-py 8 imports OpenTelemetry's SDK (for metrics of
+            # its own) when it is installed, which a service without tracing should not load.
+            from service.http.rate_limit_redis import redis_counters  # noqa: PLC0415
+
+            self._redis = redis_counters(
+                settings.rate_limit_storage_url,
+                settings.rate_limit_storage_timeout_ms / 1000,
+                settings.rate_limit_key_prefix,
+            )
         self._bucket_key = hmac.digest(
             settings.cursor_key(), b"rate limit address buckets", "sha256"
         )
@@ -108,8 +116,6 @@ class RateLimits:
         await self._memory.close()
         if self._redis is not None:
             await self._redis.close()
-        if self._connections is not None:
-            await self._connections.aclose()
 
     async def count_user(self, user_id: str) -> Verdict | None:
         """Count a verified user's request; None when the policy is off or cannot say."""
@@ -212,12 +218,3 @@ def _whole_seconds(wait: float) -> int:
 
 def _policy(name: str, requests: int, window_seconds: int) -> Policy | None:
     return Policy(name, requests, window_seconds) if requests > 0 else None
-
-
-def _connections(settings: Settings) -> ConnectionPool:
-    """Connections to RATE_LIMIT_STORAGE_URL, redis:// or rediss:// (Redis or Valkey), each
-    socket operation bounded as each call is, so a dead server cannot hold one for long."""
-    timeout = settings.rate_limit_storage_timeout_ms / 1000
-    return ConnectionPool.from_url(
-        settings.rate_limit_storage_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )

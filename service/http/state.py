@@ -11,6 +11,7 @@ from service.data.access import Database
 from service.http.cursors import CursorCodec
 from service.http.rate_limits import RateLimits
 from service.metrics import Metrics
+from service.tracing import Tracing
 
 # Anyone can call /readyz; a flood of calls costs one database round trip per second, not
 # one each, so it cannot slow the users' requests down.
@@ -41,4 +42,6 @@ class State:
     # The operations whose contract declares a request body; any other must get none.
     takes_body: frozenset[str]
     rate_limits: RateLimits
+    # This process's tracing (service.tracing), or None: off.
+    tracing: Tracing | None = None
     readiness: Readiness = field(default_factory=Readiness)

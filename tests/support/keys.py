@@ -81,11 +81,14 @@ class JwksServer:
         self.trickle = 0.0
         self.fetches = 0
         self.requests: list[str] = []
+        # The header fields of each request, as received (a traceparent, say).
+        self.request_headers: list[dict[str, str]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.request_headers.append({k.lower(): v for k, v in self.headers.items()})
                 if not server.up:
                     self.send_response(503)
                     self.end_headers()
