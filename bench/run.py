@@ -1,7 +1,7 @@
 """Benchmark: the service beside a FastAPI hello world, in one run, on this machine.
 
     python bench/run.py [--duration 10] [--runs 5] [--workers 1 2] [--users 200]
-                        [--psycopg3] [--tracing] [--baseline REF] [--json FILE]
+                        [--psycopg3] [--tracing [RATIO ...]] [--baseline REF] [--json FILE]
 
 Seeds a fresh database (users with 20 tasks each), starts `tasks-api serve` on loopback,
 drives each endpoint with wrk (-t2 -c32) using valid tokens for many users, runs the hello
@@ -326,14 +326,18 @@ def servers_to_measure(
                 {**current_env, **limits},
                 args.endpoints,
             )
-        if args.tracing is not None:
-            # This build with tracing on, every request sampled, exporting to the sink.
-            traced = {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": args.tracing,
-                "OTEL_TRACES_SAMPLER": "always_on",
-            }
+        for ratio in args.tracing or []:
+            # This build with tracing on, exporting to the sink: every request sampled, or
+            # this share of them.
+            traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": args.otlp_sink}
+            if ratio >= 1:
+                traced["OTEL_TRACES_SAMPLER"] = "always_on"
+            else:
+                traced["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+                traced["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
+            label = "traced " if ratio >= 1 else f"traced {ratio:g} "
             command = _service_command(sys.executable, workers, args.log_level)
-            yield Server("traced ", workers, command, {**current_env, **traced}, args.endpoints)
+            yield Server(label, workers, command, {**current_env, **traced}, args.endpoints)
         if baseline is not None and baseline_env is not None:
             command = _service_command(baseline, workers, args.log_level)
             yield Server(f"{args.baseline} ", workers, command, baseline_env, args.endpoints)
@@ -374,10 +378,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--tracing",
-        action="store_const",
-        const="",
-        help="also measure this build with tracing on (OpenTelemetry, every request sampled), "
-        "exporting over OTLP/HTTP to bench/otlp_sink.py, which discards the spans",
+        nargs="*",
+        type=float,
+        metavar="RATIO",
+        help="also measure this build with tracing on (OpenTelemetry), once per sampling "
+        "ratio (none given: 1, every request sampled), exporting over OTLP/HTTP to "
+        "bench/otlp_sink.py, which discards the spans",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -387,10 +393,11 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {}
     with ExitStack() as stack:
         if args.tracing is not None:
+            args.tracing = args.tracing or [1.0]
             sink_port = free_port()
             sink = [sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)]
-            args.tracing = f"http://127.0.0.1:{sink_port}"
-            stack.enter_context(serve(sink, args.tracing + "/", dict(os.environ)))
+            args.otlp_sink = f"http://127.0.0.1:{sink_port}"
+            stack.enter_context(serve(sink, args.otlp_sink + "/", dict(os.environ)))
         baseline = stack.enter_context(baseline_build(args.baseline)) if args.baseline else None
         # Each build gets a database migrated by its own migrations, seeded the same way.
         current_env = stack.enter_context(prepared_database(Path(sys.executable), args))
