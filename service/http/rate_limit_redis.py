@@ -123,8 +123,11 @@ class RedisCounters:
         error), all within the socket timeout; on any failure the connection is dropped (it
         may hold half a reply) and the next round trip opens another."""
         if self._connection is None:
-            # Connects on its first send; redis-py leaves this public method untyped.
-            self._connection = self._connections.make_connection()  # type: ignore[no-untyped-call]
+            # Connects on its first send. Without redis-py's per-operation socket timeout:
+            # that wraps every send in asyncio.wait_for (a task each), and the round trip as a
+            # whole is bounded here instead.
+            options = {**self._connections.connection_kwargs, "socket_timeout": None}
+            self._connection = self._connections.connection_class(**options)
         connection = self._connection
         replies: list[object] = []
         try:
