@@ -69,6 +69,27 @@ def traced(
         yield client, receiver
 
 
+def _service_env(database_url: str, endpoint: str) -> dict[str, str]:
+    """`tasks-api serve`'s environment, tracing to `endpoint`."""
+    return {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": SECRET,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        **FAST_EXPORT,
+    }
+
+
+def _python(program: str, environment: dict[str, str]) -> "subprocess.CompletedProcess[str]":
+    """`program` run by this interpreter in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def _request_id() -> str:
     return uuid.uuid4().hex
 
@@ -390,12 +411,7 @@ def test_a_stalled_collector_does_not_hold_the_service_at_shutdown(
     never answers does not keep the worker from exiting (the SDK alone would wait 30 s)."""
     user = UserFactory.create()
     with otlp_receiver(mode="stall") as stalled:
-        env = {
-            "DATABASE_URL": service_database_url,
-            "JWT_SECRET": SECRET,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": stalled.endpoint,
-            **FAST_EXPORT,
-        }
+        env = _service_env(service_database_url, stalled.endpoint)
         with service_process("--no-migrate", env=env) as service:
             for _ in range(20):
                 assert httpx.get(f"{service.base_url}/api/tasks", headers=user.headers).is_success
@@ -424,12 +440,7 @@ def test_each_log_line_of_a_traced_request_carries_the_ids_the_collector_got(
 ) -> None:
     user = UserFactory.create()
     with otlp_receiver() as receiver:
-        env = {
-            "DATABASE_URL": service_database_url,
-            "JWT_SECRET": SECRET,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            **FAST_EXPORT,
-        }
+        env = _service_env(service_database_url, receiver.endpoint)
         with service_process("--no-migrate", env=env, log_level="info") as service:
             ids = [_request_id() for _ in range(3)]
             for request_id in ids:
@@ -454,12 +465,7 @@ def test_each_log_line_of_a_traced_request_carries_the_ids_the_collector_got(
 def test_two_workers_each_export_their_own_spans(service_database_url: str) -> None:
     user = UserFactory.create()
     with otlp_receiver() as receiver:
-        env = {
-            "DATABASE_URL": service_database_url,
-            "JWT_SECRET": SECRET,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            **FAST_EXPORT,
-        }
+        env = _service_env(service_database_url, receiver.endpoint)
         with service_process("--no-migrate", "--workers", "2", env=env) as service:
 
             def one() -> int:
@@ -502,13 +508,7 @@ print(",".join(loaded) or "none")
     environment = {
         k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FASTAPI_OTEL"))
     }
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _python(program, environment)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "none"
 
@@ -614,12 +614,6 @@ with otlp_receiver() as receiver:
 print(len(servers), len(elsewhere.get_finished_spans()), servers[0].name)
 """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _python(program, environment)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "0", "GET", "/api/tasks"]

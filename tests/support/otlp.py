@@ -176,9 +176,9 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def otlp_receiver(mode: str = "answer") -> Iterator[OtlpReceiver]:
     """A receiver on a free loopback port, for the length of the `with`."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(OtlpReceiver(0)))
-    receiver = OtlpReceiver(server.server_address[1], mode=mode)
-    server.RequestHandlerClass = _handler(receiver)
+    receiver = OtlpReceiver(0, mode=mode)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+    receiver.port = server.server_address[1]
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
