@@ -122,20 +122,24 @@ class RedisCounters:
         """Send the commands at once, read their replies (a reply that is an error, as the
         error), all within the socket timeout; on any failure the connection is dropped (it
         may hold half a reply) and the next round trip opens another."""
+        sent = commands
         if self._connection is None:
             # Connects on its first send. Without redis-py's per-operation socket timeout:
             # that wraps every send in asyncio.wait_for (a task each), and the round trip as a
             # whole is bounded here instead.
             options = {**self._connections.connection_kwargs, "socket_timeout": None}
             self._connection = self._connections.connection_class(**options)
+            # A new connection may reach a Redis that never saw the script: load it in the
+            # same round trip, so a first count costs one round trip, not three.
+            sent = [("SCRIPT", "LOAD", COUNT_AND_READ), *commands]
         connection = self._connection
         replies: list[object] = []
         try:
             async with asyncio.timeout(self._timeout):
                 await connection.send_packed_command(
-                    connection.pack_commands(commands), check_health=False
+                    connection.pack_commands(sent), check_health=False
                 )
-                for _ in commands:
+                for _ in sent:
                     try:
                         replies.append(await connection.read_response(timeout=float("inf")))
                     except ResponseError as error:  # a whole reply: the stream stays in step
@@ -144,7 +148,7 @@ class RedisCounters:
             self._connection = None
             await connection.disconnect(nowait=True)
             raise
-        return replies
+        return replies[len(sent) - len(commands) :]
 
 
 def _counted(reply: object) -> tuple[bool, Window]:
