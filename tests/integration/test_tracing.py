@@ -16,7 +16,6 @@ What the export must never hold (tokens, titles, cursors, secrets) is in
 tests/security/test_traces.py.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -425,16 +424,6 @@ def test_a_stalled_collector_does_not_hold_the_service_at_shutdown(
     assert stopped_within < 10, stopped_within
 
 
-def _log_lines(output: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in output.splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            continue
-    return lines
-
-
 def test_each_log_line_of_a_traced_request_carries_the_ids_the_collector_got(
     service_database_url: str,
 ) -> None:
@@ -447,11 +436,11 @@ def test_each_log_line_of_a_traced_request_carries_the_ids_the_collector_got(
                 headers = {**user.headers, "X-Request-ID": request_id}
                 assert httpx.get(f"{service.base_url}/api/tasks", headers=headers).is_success
             servers = {request_id: receiver.server_span(request_id) for request_id in ids}
-            output = service.output()
+            logged = service.json_lines()
 
     access = {
         line["request_id"]: line
-        for line in _log_lines(output)
+        for line in logged
         if line.get("logger") == "tasks_api.access" and line.get("request_id") in servers
     }
     assert set(access) == set(ids)

@@ -14,7 +14,6 @@ every malformed one, so no proxy in front can read it differently.
 Each is checked straight on PostgreSQL and through PgBouncer.
 """
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -45,7 +44,7 @@ def _head(method: str, path: str, *fields: str, host: str | None = "127.0.0.1") 
 def _statuses(service: RunningService, request_ids: set[str]) -> list[int]:
     """The statuses logged for a request: by the app under its id, or by the server, which
     names the id it gave the request in its answer."""
-    lines = [json.loads(line) for line in service.output().splitlines() if line.startswith("{")]
+    lines = service.json_lines()
     return [line["status"] for line in lines if line.get("request_id") in request_ids]
 
 

@@ -1,5 +1,6 @@
 """Serving an app for real: uvicorn on a loopback port, in this process or in a child one."""
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -62,6 +64,12 @@ class RunningService:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far; a line still being written (no newline yet) is
+        left for the next read."""
+        complete = self.output().rpartition("\n")[0]
+        return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
 
 
 @contextmanager
