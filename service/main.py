@@ -38,11 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each worker process runs this, so each has a tracer provider (and export thread) of its
     # own; None when tracing is off, and then nothing of the SDK is imported.
     tracing = start_tracing(settings, contract["info"]["version"])
-    tracer = None if tracing is None else tracing.tracer
     state = State(
         settings=settings,
-        database=Database.from_settings(settings, metrics, tracer),
-        verifier=TokenVerifier(settings, metrics, tracer),
+        database=Database.from_settings(
+            settings, metrics, None if tracing is None else tracing.recorder
+        ),
+        verifier=TokenVerifier(settings, metrics, None if tracing is None else tracing.tracer),
         cursors=CursorCodec(settings.cursor_key()),
         metrics=metrics,
         query_parameters=declared_query_parameters(contract),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import (
     Span,
+    SpanContext,
     StatusCode,
     Tracer,
     format_span_id,
@@ -40,6 +41,8 @@ from service.config import Settings
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from service.span_recorder import SpanRecorder
+
 SERVICE_NAME = "secure-tasks-api"
 INSTRUMENTATION_SCOPE = "secure_tasks_api"
 # At shutdown, queued spans are exported for this long at most.
@@ -48,8 +51,11 @@ SHUTDOWN_SECONDS = 3.0
 
 @dataclass(frozen=True, slots=True)
 class Tracing:
-    """This process's tracer, and whether a caller's `traceparent` continues its trace."""
+    """This process's tracing: the recorder of the request path's spans (the server span,
+    statements, waits for a connection), the SDK's tracer for the rare ones (a token's
+    verification, a JWKS fetch), and whether a caller's `traceparent` continues its trace."""
 
+    recorder: "SpanRecorder"
     tracer: Tracer
     trust_incoming: bool
     provider: "TracerProvider"
@@ -78,6 +84,9 @@ def start_tracing(settings: Settings, service_version: str) -> Tracing | None:
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: PLC0415
+
+    from service.span_recorder import SpanRecorder  # noqa: PLC0415 - it imports the SDK
 
     # OpenTelemetry's variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) win over these
     # defaults. Each worker is an instance of its own, so its spans can be told apart.
@@ -102,11 +111,15 @@ def start_tracing(settings: Settings, service_version: str) -> Tracing | None:
     )
     # Shut down by the app's lifespan (Tracing.shutdown), within a bound, not at exit.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, service_version)
+    processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
+    provider.add_span_processor(processor)
+    scope = InstrumentationScope(INSTRUMENTATION_SCOPE, service_version)
     _add_trace_ids_to_logs()
     return Tracing(
-        tracer=tracer, trust_incoming=settings.tracing_trust_traceparent, provider=provider
+        recorder=SpanRecorder(provider, processor, scope),
+        tracer=provider.get_tracer(scope.name, scope.version),
+        trust_incoming=settings.tracing_trust_traceparent,
+        provider=provider,
     )
 
 
@@ -144,6 +157,13 @@ def _add_trace_ids_to_logs() -> None:
     for handler in handlers:
         if not any(isinstance(f, TraceIds) for f in handler.filters):
             handler.addFilter(TraceIds())
+
+
+def sampled_parent() -> SpanContext | None:
+    """The current span's context when it is sampled (a child of it is to be recorded), else
+    None: outside a traced request, or in one the sampler dropped."""
+    context = get_current_span().get_span_context()
+    return context if context.trace_flags.sampled else None
 
 
 def failed(span: Span, error: BaseException) -> None:

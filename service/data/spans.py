@@ -1,9 +1,10 @@
 """What the database's spans say, when tracing is on (OpenTelemetry's conventions for database
 client spans): one span per statement, named for its operation and table (`SELECT tasks`),
 with the statement's text, which holds `%(name)s` placeholders and never a value; and a span
-for the wait for a pooled connection, when there was one (1 ms or more, or a failure). The
-server's address, port and database name come from DATABASE_URL; its user and password never
-do.
+for the wait for a pooled connection, when there was one (1 ms or more, or a failure), which
+says nothing of the server (the statement after it does). The server's address, its port (when
+not PostgreSQL's 5432, as the conventions ask) and the database's name come from
+DATABASE_URL; its user and password never do.
 """
 
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from service.data.sql import summary
 POOL_WAIT_SPAN = "wait for a pooled connection"
 # A wait shorter than this (a connection was free) gets no span: the span would cost more.
 WAIT_SPAN_MIN_NS = 1_000_000
+DEFAULT_PORT = 5432
 
 _by_statement: dict[str, tuple[str, dict[str, str]]] = {}
 
@@ -23,7 +25,8 @@ def server_attributes(settings: Settings) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {"db.system.name": "postgresql"}
     if url.host:
         attributes["server.address"] = url.host
-        attributes["server.port"] = url.port or 5432
+        if url.port not in (None, DEFAULT_PORT):  # the conventions: only another port
+            attributes["server.port"] = url.port
     elif isinstance(url.query.get("host"), str):  # a Unix socket's directory
         attributes["server.address"] = str(url.query["host"])
     if url.database:

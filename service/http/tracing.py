@@ -12,14 +12,19 @@ TRACING_TRUST_TRACEPARENT=false (an untrusted edge) the request starts a trace o
 linked to the caller's, so a client can neither join a trace nor decide whether it is sampled.
 """
 
+from typing import TYPE_CHECKING
+
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode, get_current_span
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, get_current_span
 from opentelemetry.trace import set_span_in_context as in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Scope
 
 from service.tracing import Tracing
+
+if TYPE_CHECKING:
+    from service.span_recorder import StartedSpan
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 # http.request.method is one of these, or _OTHER (semantic conventions, HTTP spans).
@@ -32,12 +37,13 @@ class ServerSpan:
     """The request's server span, current (so the request's other spans and log lines
     belong to it) from `start` until `end`."""
 
-    __slots__ = ("_method", "_span", "_token")
+    __slots__ = ("_method", "_span", "_token", "_tracing")
 
     def __init__(self, tracing: Tracing, scope: Scope, request_id: str) -> None:
         method: str = scope["method"]
         known = method in _KNOWN_METHODS
         self._method = method if known else "HTTP"
+        self._tracing = tracing
         caller = _caller(scope)
         parent: Context | None = caller
         links: list[Link] = []
@@ -55,21 +61,20 @@ class ServerSpan:
         client = scope.get("client")
         if client:
             attributes["client.address"] = client[0]
-        self._span: Span = tracing.tracer.start_span(
-            self._method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links
+        self._span: StartedSpan = tracing.recorder.start(
+            self._method, SpanKind.SERVER, parent, attributes, links
         )
-        self._token = otel_context.attach(in_context(self._span))
+        self._token = otel_context.attach(in_context(NonRecordingSpan(self._span.context)))
 
     def end(self, route: str | None, status: int) -> None:
         span = self._span
+        attributes: dict[str, str | int] = {"http.response.status_code": status}
         if route is not None:
-            span.update_name(f"{self._method} {route}")
-            span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
-        if status >= 500:  # a 4xx is the client's error, not the server's (the conventions)
-            span.set_attribute("error.type", str(status))
-            span.set_status(StatusCode.ERROR)
-        span.end()
+            span.name = f"{self._method} {route}"
+            attributes["http.route"] = route
+        # A 4xx is the client's error, not the server's (the conventions).
+        error_type = str(status) if status >= 500 else None
+        self._tracing.recorder.end(span, attributes, error_type)
         otel_context.detach(self._token)
 
 

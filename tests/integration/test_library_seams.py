@@ -2,7 +2,7 @@
 on are checked here, so an upgrade that moves one fails loudly, naming it, instead of quietly
 switching off a bound.
 
-Four modules do this, and only they (ruff's SLF001 and TID251 say so for the rest):
+Five modules do this, and only they (ruff's SLF001 and TID251 say so for the rest):
 service/http/server.py (uvicorn's httptools protocol: the receipt deadline, the header limit,
 the connection bound) and service/http/cors.py (Starlette's CORS preflight answer). Each
 library is pinned to the minor version these were written against (pyproject.toml).
@@ -18,7 +18,13 @@ undocumented class attributes) as the bodies of one script of its own, on the ke
 RedisStorage uses: the scripts' hashes are recorded here, and a count made there must be the
 count RedisStorage reads.
 
-A fifth relies on public APIs, but on a rule behind them: service/http/rate_limits.py computes
+service/span_recorder.py, the fifth, makes the request path's spans without the OpenTelemetry
+SDK's tracer: it repeats what `Tracer.start_span` decides (trace and span ids, the sampler,
+the trace flags) and builds the SDK's `ReadableSpan` itself. The two SDK functions are hashed
+here, and a span it records must be exported exactly as the SDK's tracer would have exported
+it, whatever the sampler; the SDK is pinned to its minor.
+
+One more relies on public APIs, but on a rule behind them: service/http/rate_limits.py computes
 `RateLimit`'s remaining count and Retry-After from the sliding window counter's two counters,
 so `limits`' counting rule (a hit is allowed while floor(weighted count) < limit; the weight
 falls with the last window's remaining time) is checked here, on both storages.
@@ -38,6 +44,24 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.storage.redis.bridge import RedisBridge
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Tracer, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.version import __version__ as sdk_version
+from opentelemetry.trace import SpanKind, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from redis.asyncio import ConnectionPool, Redis
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.config import Config
@@ -48,6 +72,7 @@ from service.http.cors import ProblemCORSMiddleware
 from service.http.rate_limit_memory import SweptMemoryStorage
 from service.http.rate_limit_redis import RedisCounters
 from service.http.server import BoundedHttpProtocol
+from service.span_recorder import SpanRecorder
 from tests.support.rate_limits import key_prefix, shared_redis
 
 # What service/http/server.py overrides or calls on uvicorn's protocol.
@@ -302,3 +327,145 @@ def test_the_redis_counters_load_the_scripts_again_after_redis_forgets_them() ->
         await connections.aclose()
 
     asyncio.run(scenario())
+
+
+# What service/span_recorder.py repeats of the OpenTelemetry SDK's tracer, and the constructor
+# of the span it builds.
+SDK_SPAN_SHA256 = {
+    "Tracer.start_span": "3cd55e4a9e148e4117820b4da05af6cfc6dcff6f8d8e9809ccce5c85a5aea2d0",
+    "ReadableSpan.__init__": "9fd2a50ea3546706293d58954ebb2381d81d76f2bb94b9bbf1a674b2dd095d4e",
+}
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+SAMPLERS = {
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    # The caller's trace id is kept at a ratio of 0.9, dropped at 0.5.
+    "traceidratio 0.9": TraceIdRatioBased(0.9),
+    "traceidratio 0.5": TraceIdRatioBased(0.5),
+    "parentbased_traceidratio": ParentBased(TraceIdRatioBased(0.5)),
+}
+
+
+class _Pipeline:
+    """A tracer provider whose spans land in memory: its SDK tracer, and a span recorder on
+    the same processor."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        resource = Resource({"service.name": "seam", "process.pid": 1})
+        self.provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+        self.exported = InMemorySpanExporter()
+        processor = SimpleSpanProcessor(self.exported)
+        self.provider.add_span_processor(processor)
+        scope = InstrumentationScope("seam", "1.0")
+        self.tracer = self.provider.get_tracer(scope.name, scope.version)
+        self.recorder = SpanRecorder(self.provider, processor, scope)
+
+    def encoded(self) -> list[ExportTraceServiceRequest]:
+        """What the OTLP exporter would send of each span, but its own id and its times."""
+        requests = []
+        for span in self.exported.get_finished_spans():
+            request = encode_spans([span])
+            (encoded,) = request.resource_spans[0].scope_spans[0].spans
+            for varying in ("span_id", "start_time_unix_nano", "end_time_unix_nano"):
+                encoded.ClearField(varying)
+            if encoded.parent_span_id:  # the caller's span, or one of this pipeline's own
+                caller = encoded.parent_span_id == bytes.fromhex(CALLER_SPAN_ID)
+                encoded.parent_span_id = b"the caller's" if caller else b"this request's"
+            requests.append(request)
+        return requests
+
+
+def _caller(sampled: bool) -> Context:
+    flags = "01" if sampled else "00"
+    carrier = {"traceparent": f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-{flags}", "tracestate": "v=1"}
+    return TraceContextTextMapPropagator().extract(carrier, context=Context())
+
+
+@pytest.mark.parametrize("name", sorted(SDK_SPAN_SHA256))
+def test_the_sdk_still_makes_spans_as_the_span_recorder_repeats(name: str) -> None:
+    owner, function = name.split(".")
+    source = getattr({"Tracer": Tracer, "ReadableSpan": ReadableSpan}[owner], function)
+    assert _source_sha256(source) == SDK_SPAN_SHA256[name], (
+        f"opentelemetry-sdk {sdk_version}: {name} changed; review service/span_recorder.py "
+        "against it before raising the pin in pyproject.toml"
+    )
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("caller_sampled", [True, False])
+def test_a_recorded_request_is_exported_as_the_sdks_tracer_would_export_it(
+    sampler: str, caller_sampled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server span continuing a caller's trace, with a failed statement under it: made by
+    the SDK's tracer in one pipeline and by the recorder in another, the same sampler deciding,
+    they must encode alike (attribute values cut to OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT too)."""
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "24")
+    opening: dict[str, str | int] = {"http.request.method": "GET", "tasks_api.request_id": "r"}
+    closing: dict[str, str | int] = {"http.route": "/t/{id}", "http.response.status_code": 503}
+    statement = {"db.system.name": "postgresql", "db.query.text": "SELECT " + "x, " * 20}
+
+    by_sdk = _Pipeline(SAMPLERS[sampler])
+    server = by_sdk.tracer.start_span(
+        "GET", context=_caller(caller_sampled), kind=SpanKind.SERVER, attributes=opening
+    )
+    child = by_sdk.tracer.start_span(
+        "SELECT t", context=set_span_in_context(server), kind=SpanKind.CLIENT, attributes=statement
+    )
+    child.set_attribute("error.type", "ValueError")
+    child.set_status(StatusCode.ERROR)
+    child.end()
+    server.update_name("GET /t/{id}")
+    server.set_attributes({**closing, "error.type": "503"})
+    server.set_status(StatusCode.ERROR)
+    server.end()
+
+    by_recorder = _Pipeline(SAMPLERS[sampler])
+    started = by_recorder.recorder.start("GET", SpanKind.SERVER, _caller(caller_sampled), opening)
+    if started.context.trace_flags.sampled:
+        by_recorder.recorder.record(
+            "SELECT t",
+            SpanKind.CLIENT,
+            started.context,
+            started_ns=time.time_ns(),
+            ended_ns=time.time_ns(),
+            attributes=statement,
+            error=ValueError("a message never recorded"),
+        )
+    started.name = "GET /t/{id}"
+    by_recorder.recorder.end(started, closing, "503")
+
+    assert started.context.trace_flags == server.get_span_context().trace_flags
+    assert by_recorder.encoded() == by_sdk.encoded()
+    assert len(by_sdk.encoded()) == (2 if server.get_span_context().trace_flags.sampled else 0)
+
+
+def test_a_recorded_root_span_is_exported_as_the_sdks_tracer_would_export_it() -> None:
+    by_sdk, by_recorder = _Pipeline(ALWAYS_ON), _Pipeline(ALWAYS_ON)
+    made_span = by_sdk.tracer.start_span("GET", kind=SpanKind.SERVER, attributes={"a": 1})
+    made_span.end()
+    started = by_recorder.recorder.start("GET", SpanKind.SERVER, None, {"a": 1})
+    by_recorder.recorder.end(started, {}, None)
+
+    # Sampled, and W3C's "random trace id" flag, which a JWKS fetch's traceparent carries.
+    assert started.context.trace_flags == made_span.get_span_context().trace_flags == 0x03
+
+    (made,), (recorded,) = by_sdk.encoded(), by_recorder.encoded()
+    for request in (made, recorded):  # a new trace each: its id differs
+        span = request.resource_spans[0].scope_spans[0].spans[0]
+        assert len(span.trace_id) == 16
+        assert not span.parent_span_id
+        span.ClearField("trace_id")
+    assert recorded == made
+
+
+def test_recorded_spans_and_the_sdks_share_one_resource_and_scope_in_an_export() -> None:
+    """The recorder hashes the resource once; an export still groups its spans with the
+    tracer's (a token's verification) under one resource and one scope."""
+    pipeline = _Pipeline(ALWAYS_ON)
+    pipeline.tracer.start_span("verify token").end()
+    pipeline.recorder.end(pipeline.recorder.start("GET", SpanKind.SERVER, None, {}), {}, None)
+
+    (resource_spans,) = encode_spans(pipeline.exported.get_finished_spans()).resource_spans
+    (scope_spans,) = resource_spans.scope_spans
+    assert [span.name for span in scope_spans.spans] == ["verify token", "GET"]

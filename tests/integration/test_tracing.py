@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from service.config import ConfigError
+from service.data.spans import server_attributes
 from service.main import create_app
 from tests.support.apps import make_settings
 from tests.support.factories import UserFactory
@@ -105,6 +106,26 @@ def _assert_statement(span: ExportedSpan, operation: str) -> None:
     assert span.attributes["db.namespace"]
     assert span.attributes["server.address"]
     assert "%(" in span.attributes["db.query.text"]  # placeholders, never values
+
+
+@pytest.mark.parametrize(
+    ("database_url", "server"),
+    [
+        ("postgresql://u:p@db.internal/tasks", {"server.address": "db.internal"}),
+        ("postgresql://u:p@db.internal:5432/tasks", {"server.address": "db.internal"}),
+        (
+            "postgresql://u:p@pooler.internal:6432/tasks",
+            {"server.address": "pooler.internal", "server.port": 6432},
+        ),
+        ("postgresql://u:p@/tasks?host=/run/postgresql", {"server.address": "/run/postgresql"}),
+    ],
+)
+def test_a_statement_names_its_server_and_its_port_only_when_not_postgresqls_own(
+    database_url: str, server: dict[str, str | int]
+) -> None:
+    """The conventions: server.port only when it is not the database's default port."""
+    attributes = server_attributes(make_settings(database_url))
+    assert attributes == {"db.system.name": "postgresql", "db.namespace": "tasks", **server}
 
 
 def test_a_create_is_one_server_span_over_the_token_the_pool_and_the_statement(
@@ -217,7 +238,7 @@ def test_a_wait_for_a_busy_connection_is_a_span_of_its_own(
     for wait in waits:
         assert wait.kind == "internal"
         assert wait.end_ns - wait.start_ns >= 1_000_000
-        assert wait.attributes["db.system.name"] == "postgresql"
+        assert wait.attributes == {}  # the statement after it names the server
         assert not wait.error
 
 
