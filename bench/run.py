@@ -45,7 +45,7 @@ ENDPOINTS = ("list", "get", "toggle", "create")
 # Measured when asked for (--endpoints ... create-key): a create with an Idempotency-Key, which
 # a build before keys existed answers as a plain create.
 OPTIONAL_ENDPOINTS = ("create-key",)
-WARM_UP_SECONDS = 5
+WARM_UP_SECONDS = 15
 
 
 def free_port() -> int:
@@ -415,9 +415,9 @@ def main() -> None:
                 with serve(command, base_url + server.health_path, server.env) as pid:
                     # Warm-up: WARM_UP_SECONDS of the first endpoint, the same for every build, so
                     # each is measured in its steady state: with its connection pool open (a
-                    # pool may open connections one at a time) and past the first ~10,000
-                    # requests, which a fresh worker logging at info serves more slowly
-                    # (docs/PERFORMANCE.md, "Warm-up").
+                    # pool may open connections one at a time) and past the first 10,000-15,000
+                    # requests, which a fresh worker logging at info serves more slowly, and
+                    # a traced one for longer (docs/PERFORMANCE.md, "Warm-up").
                     warm_env = {**server.env, "BENCH_MODE": server.endpoints[0]}
                     first_script = (
                         HERE / "load.lua" if server.endpoints[0] != "hello world" else None

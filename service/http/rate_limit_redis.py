@@ -56,6 +56,7 @@ COUNT_AND_READ_SHA1 = hashlib.sha1(
 @dataclass(slots=True)
 class _Pending:
     command: tuple[str | int, ...]
+    deadline: float  # the event loop's time by which its caller has an answer
     answer: asyncio.Future[tuple[bool, Window]] = field(repr=False)
 
 
@@ -74,11 +75,13 @@ class RedisCounters:
     async def hit(self, key: str, limit: int, window_seconds: int) -> tuple[bool, Window]:
         """Count a request against `key` if the limit allows it; then the two counters (the
         last window's count and time to live, this window's), as limits' `hit` and
-        `get_sliding_window` would."""
+        `get_sliding_window` would. Within the socket timeout, or TimeoutError."""
         current = f"{self._prefix}:{{{key}}}"
         command = ("EVALSHA", COUNT_AND_READ_SHA1, 2, f"{current}/-1", current)
-        answer: asyncio.Future[tuple[bool, Window]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending((*command, limit, window_seconds, 1), answer))
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[bool, Window]] = loop.create_future()
+        deadline = loop.time() + self._timeout
+        self._pending.append(_Pending((*command, limit, window_seconds, 1), deadline, answer))
         if self._sender is None:  # nothing under way: send with the next turn of the loop
             self._sender = asyncio.create_task(self._send_all(), name="rate limit counts")
         return await answer
@@ -86,6 +89,10 @@ class RedisCounters:
     async def close(self) -> None:
         if self._sender is not None:
             self._sender.cancel()
+        for pending in self._pending:  # queued, never to be sent: answered, not left waiting
+            if not pending.answer.done():
+                pending.answer.set_exception(ConnectionError("the rate limit counts stopped"))
+        self._pending = []
         if self._connection is not None:
             await self._connection.disconnect()
         await self._connections.aclose()
@@ -100,33 +107,42 @@ class RedisCounters:
 
     async def _send(self, batch: list[_Pending]) -> None:
         try:
-            replies = await self._round_trip([p.command for p in batch])
-            if any(isinstance(reply, NoScriptError) for reply in replies):
-                # A restarted (or flushed) Redis has forgotten the script: load, send again.
-                await self._round_trip([("SCRIPT", "LOAD", COUNT_AND_READ)])
+            # One deadline for the batch, its first caller's (the earliest): so every caller
+            # is answered within its own, with one timer per round trip, not one per request.
+            async with asyncio.timeout_at(batch[0].deadline):
                 replies = await self._round_trip([p.command for p in batch])
-        except Exception as error:  # every caller gets it, and fails open
+                if any(isinstance(reply, NoScriptError) for reply in replies):
+                    # A restarted (or flushed) Redis has forgotten the script: load, send again.
+                    await self._round_trip([("SCRIPT", "LOAD", COUNT_AND_READ)])
+                    replies = await self._round_trip([p.command for p in batch])
+        except BaseException as error:  # every caller gets it, and fails open
+            stopped = not isinstance(error, Exception)  # cancelled: the service is stopping
+            failure = ConnectionError("the rate limit counts stopped") if stopped else error
             for pending in batch:
                 if not pending.answer.done():
-                    pending.answer.set_exception(error)
+                    pending.answer.set_exception(failure)
+            if stopped:
+                raise
             return
         for pending, reply in zip(batch, replies, strict=True):
-            if pending.answer.done():  # its caller stopped waiting (timed out)
+            if pending.answer.done():  # its caller stopped waiting (went away)
                 continue
-            if isinstance(reply, Exception):
-                pending.answer.set_exception(reply)
-            else:
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
                 pending.answer.set_result(_counted(reply))
+            except ResponseError as error:  # this caller's alone; the others' still stand
+                pending.answer.set_exception(error)
 
     async def _round_trip(self, commands: list[tuple[str | int | bytes, ...]]) -> list[object]:
         """Send the commands at once, read their replies (a reply that is an error, as the
-        error), all within the socket timeout; on any failure the connection is dropped (it
+        error); on any failure (the batch's deadline included) the connection is dropped (it
         may hold half a reply) and the next round trip opens another."""
         sent = commands
         if self._connection is None:
             # Connects on its first send. Without redis-py's per-operation socket timeout:
             # that wraps every send in asyncio.wait_for (a task each), and the round trip as a
-            # whole is bounded here instead.
+            # whole is bounded by its batch's deadline instead.
             options = {**self._connections.connection_kwargs, "socket_timeout": None}
             self._connection = self._connections.connection_class(**options)
             # A new connection may reach a Redis that never saw the script: load it in the
@@ -135,15 +151,12 @@ class RedisCounters:
         connection = self._connection
         replies: list[object] = []
         try:
-            async with asyncio.timeout(self._timeout):
-                await connection.send_packed_command(
-                    connection.pack_commands(sent), check_health=False
-                )
-                for _ in sent:
-                    try:
-                        replies.append(await connection.read_response(timeout=float("inf")))
-                    except ResponseError as error:  # a whole reply: the stream stays in step
-                        replies.append(error)
+            await connection.send_packed_command(connection.pack_commands(sent), check_health=False)
+            for _ in sent:
+                try:
+                    replies.append(await connection.read_response(timeout=float("inf")))
+                except ResponseError as error:  # a whole reply: the stream stays in step
+                    replies.append(error)
         except BaseException:
             self._connection = None
             await connection.disconnect(nowait=True)

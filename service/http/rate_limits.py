@@ -28,7 +28,6 @@ Addresses are counted in a fixed number of buckets (an IPv6 client counts by its
 memory the address policy holds stays bounded whatever the number of addresses.
 """
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -108,7 +107,6 @@ class RateLimits:
         self._bucket_key = hmac.digest(
             settings.cursor_key(), b"rate limit address buckets", "sha256"
         )
-        self._timeout = settings.rate_limit_storage_timeout_ms / 1000
         self._skip_until = 0.0  # while the storage is out: monotonic time of the next try
         self._out = False
 
@@ -147,11 +145,8 @@ class RateLimits:
         try:
             if self._redis is None:  # this process's memory: nothing to wait for
                 allowed, window = self._memory.count(counter, item.amount, policy.window_seconds)
-            else:  # one round trip, shared with the requests asking with it
-                async with asyncio.timeout(self._timeout):
-                    allowed, window = await self._redis.hit(
-                        counter, item.amount, policy.window_seconds
-                    )
+            else:  # one round trip, shared with the requests asking with it, bounded by it
+                allowed, window = await self._redis.hit(counter, item.amount, policy.window_seconds)
         # Any storage failure (a refused connection, a timeout, a script error) lets it through.
         except Exception as error:
             self._storage_failed(error)

@@ -9,6 +9,7 @@ is gone or slow.
   and counted in /metrics; when Redis answers again, limits are back on by themselves.
 """
 
+import asyncio
 import re
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.http.rate_limit_redis import redis_counters
 from service.main import create_app
 from tests.support.apps import make_settings
 from tests.support.factories import UserFactory
@@ -231,3 +233,35 @@ def test_a_redis_that_stops_answering_costs_each_request_at_most_its_deadline(
     assert _sample(scraped, "tasks_api_rate_limit_storage_errors_total") >= 1
     assert len(logged) == 1
     assert "rate limits are off" in logged[0]
+
+
+def test_a_count_queued_behind_a_stalled_one_is_answered_within_its_own_deadline() -> None:
+    """The counts asked while a round trip is under way go in the next one. When Redis stalls,
+    each caller still has its answer (a TimeoutError, and the request is let through) by its
+    own deadline: not one whole deadline after the round trip it queued behind."""
+    timeout = 0.5
+
+    async def scenario(url: str, proxy: StallingProxy) -> list[float]:
+        counters = redis_counters(url, timeout, key_prefix())
+        loop = asyncio.get_running_loop()
+        try:
+            await counters.hit("before", 5, 100)  # connected, and the script loaded
+            proxy.stall()
+
+            async def timed_out_after(delay: float) -> float:
+                await asyncio.sleep(delay)
+                asked = loop.time()
+                with pytest.raises(TimeoutError):
+                    await counters.hit(f"asked after {delay}", 5, 100)
+                return loop.time() - asked
+
+            asked = asyncio.gather(*(timed_out_after(d) for d in (0, 0.2, 0.4)))
+            return list(await asyncio.wait_for(asked, 10))  # never answered: fails here
+        finally:
+            await counters.close()
+
+    with StallingProxy(shared_redis()).running() as proxy:
+        url = proxy.url.render_as_string(hide_password=False)
+        took = asyncio.run(scenario(url, proxy))
+
+    assert max(took) < timeout + 0.15, took
