@@ -131,7 +131,7 @@ class RedisCounters:
                 if isinstance(reply, Exception):
                     raise reply
                 pending.answer.set_result(_counted(reply))
-            except ResponseError as error:  # this caller's alone; the others' still stand
+            except Exception as error:  # this caller's alone; the others' still stand
                 pending.answer.set_exception(error)
 
     async def _round_trip(self, commands: list[tuple[str | int | bytes, ...]]) -> list[object]:
