@@ -18,7 +18,7 @@ start, so neither is called for.
 
 `ReadableSpan`'s constructor is public, though the SDK documents it as made by its own
 tracer: opentelemetry-sdk's minor version is pinned (pyproject.toml), and
-tests/integration/test_span_recorder.py fails when what this module makes stops being what
+tests/integration/test_library_seams.py fails when what this module makes stops being what
 the SDK's own tracer makes.
 """
 
