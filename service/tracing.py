@@ -86,6 +86,7 @@ def start_tracing(settings: Settings, service_version: str) -> Tracing | None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: PLC0415
 
+    from service.span_encoding import encode_in_exporter  # noqa: PLC0415 - it imports the SDK
     from service.span_recorder import SpanRecorder  # noqa: PLC0415 - it imports the SDK
 
     # OpenTelemetry's variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) win over these
@@ -111,6 +112,7 @@ def start_tracing(settings: Settings, service_version: str) -> Tracing | None:
     )
     # Shut down by the app's lifespan (Tracing.shutdown), within a bound, not at exit.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    encode_in_exporter()  # the same bytes as the SDK's encoding, a fourth of its CPU
     processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
     provider.add_span_processor(processor)
     scope = InstrumentationScope(INSTRUMENTATION_SCOPE, service_version)

@@ -41,6 +41,8 @@ def _summary(statement: ClauseElement, sql: str) -> tuple[str, str | None]:
         froms = statement.get_final_froms()
         table = froms[0] if len(froms) == 1 else None
     name = getattr(table, "name", None)
+    if name is not None:  # a plain str, not SQLAlchemy's quoted_name (a span attribute)
+        name = str(name)
     for kind, operation in ((Insert, "INSERT"), (Update, "UPDATE"), (Delete, "DELETE")):
         if isinstance(statement, kind):
             return operation, name

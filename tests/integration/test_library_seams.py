@@ -46,10 +46,12 @@ from limits.aio.storage.redis.bridge import RedisBridge
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http import trace_exporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Tracer, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, Tracer, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -60,7 +62,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.sdk.version import __version__ as sdk_version
-from opentelemetry.trace import SpanKind, StatusCode, set_span_in_context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from redis.asyncio import ConnectionPool, Redis
 from starlette.middleware.cors import CORSMiddleware
@@ -68,11 +70,13 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from service import span_encoding
 from service.http.cors import ProblemCORSMiddleware
 from service.http.rate_limit_memory import SweptMemoryStorage
 from service.http.rate_limit_redis import RedisCounters
 from service.http.server import BoundedHttpProtocol
 from service.span_recorder import SpanRecorder
+from tests.support.otlp import otlp_receiver
 from tests.support.rate_limits import key_prefix, shared_redis
 
 # What service/http/server.py overrides or calls on uvicorn's protocol.
@@ -469,3 +473,123 @@ def test_recorded_spans_and_the_sdks_share_one_resource_and_scope_in_an_export()
     (resource_spans,) = encode_spans(pipeline.exported.get_finished_spans()).resource_spans
     (scope_spans,) = resource_spans.scope_spans
     assert [span.name for span in scope_spans.spans] == ["verify token", "GET"]
+
+
+# service/span_encoding.py, the sixth: the SDK's OTLP/HTTP span exporter calls the
+# module-level `encode_spans` in `export`, which the service points at its own encoding.
+EXPORTER_EXPORT_SHA256 = "0968825cd72fb0bde91a72f0607e4e71d622816a087107f6a7053d679aa02f8e"
+SCHEMA = "https://opentelemetry.io/schemas/1.26.0"
+
+
+def test_the_otlp_exporter_still_encodes_through_the_name_the_span_encoding_replaces() -> None:
+    assert "encode_spans(spans).SerializePartialToString()" in inspect.getsource(
+        OTLPSpanExporter.export
+    )
+    assert _source_sha256(OTLPSpanExporter.export) == EXPORTER_EXPORT_SHA256, (
+        f"opentelemetry-exporter-otlp-proto-http {sdk_version}: OTLPSpanExporter.export "
+        "changed; review service/span_encoding.py against it before raising the pin"
+    )
+
+
+class _Named(str):
+    """A str of a kind of its own, as SQLAlchemy's quoted_name is."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"not what the protobuf runtime writes"
+
+
+def _every_kind_of_span() -> list[ReadableSpan]:
+    """A batch with what the service's spans hold, and with all that only the SDK encodes:
+    two resources and three scopes (schema URLs too), events, links, a status message, dropped
+    attributes, an array, bytes, an integer past 64 bits, an empty name, every span kind, and
+    one attribute as an integer, a boolean and a float in turn."""
+    exported = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exported)
+    first = TracerProvider(
+        resource=Resource({"service.name": "seam", "process.pid": 1}), shutdown_on_exit=False
+    )
+    second = TracerProvider(
+        resource=Resource({"service.name": "other"}, SCHEMA),
+        span_limits=SpanLimits(max_attributes=2),
+        shutdown_on_exit=False,
+    )
+    for provider in (first, second):
+        provider.add_span_processor(processor)
+    scope = InstrumentationScope("seam", "1.0")
+    recorder = SpanRecorder(first, processor, scope)
+    tracer = first.get_tracer(scope.name, scope.version)
+    schema_tracer = first.get_tracer("with a schema", "2", schema_url=SCHEMA)
+    limited = second.get_tracer("limited")
+
+    opening: dict[str, str | int] = {"http.request.method": "GET", "client.address": "::1"}
+    server = recorder.start("GET", SpanKind.SERVER, _caller(sampled=True), opening)
+    recorder.record(
+        "wait for a pooled connection",
+        SpanKind.INTERNAL,
+        server.context,
+        started_ns=time.time_ns(),
+        ended_ns=time.time_ns(),
+        attributes={},
+    )
+    values: dict[str, Any] = {
+        "text": "été ✓",
+        "a str of a kind of its own": _Named("tasks"),
+        "empty": "",
+        "zero": 0,
+        "negative": -(2**63),
+        "largest": 2**63 - 1,
+        "one": 1,
+        "true": True,
+        "false": False,
+        "float": 1.0,
+        "nan": float("nan"),
+    }
+    recorder.record(
+        "SELECT tasks",
+        SpanKind.CLIENT,
+        server.context,
+        started_ns=time.time_ns(),
+        ended_ns=time.time_ns(),
+        attributes=values,
+        error=ValueError(),
+    )
+    recorder.end(server, {"http.response.status_code": 500}, "500")
+
+    with_event = tracer.start_span("verify token", kind=SpanKind.PRODUCER)
+    with_event.add_event("fetched", {"n": 1})
+    with_event.set_status(Status(StatusCode.ERROR, "a message"))
+    with_event.end()
+    linked = schema_tracer.start_span(
+        "", kind=SpanKind.CONSUMER, links=[Link(server.context, {"why": "retry"})]
+    )
+    linked.set_status(StatusCode.OK)
+    linked.end()
+    tracer.start_span("").end()
+    unusual = tracer.start_span("unusual", attributes={"list": ("a", "b"), "bytes": b"\x00"})
+    unusual.set_attribute("huge", 2**70)
+    unusual.end()
+    limited.start_span("dropped", attributes={"a": 1, "b": 2, "c": 3}).end()
+    recorder.end(recorder.start("GET", SpanKind.SERVER, None, {"one": True}), {}, None)
+    tracer.start_span("GET", attributes={"one": 1.0}).end()
+    return list(exported.get_finished_spans())
+
+
+def test_a_batch_is_encoded_as_the_sdk_encodes_it_to_the_byte() -> None:
+    batch = _every_kind_of_span()
+    assert span_encoding.encode(batch) == encode_spans(batch).SerializePartialToString()
+    # Twice: the second time from what the first kept.
+    assert span_encoding.encode(batch) == encode_spans(batch).SerializePartialToString()
+    assert span_encoding.encode(batch[:2]) == encode_spans(batch[:2]).SerializePartialToString()
+
+
+def test_the_exporter_sends_what_the_span_encoding_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace_exporter, "encode_spans", vars(trace_exporter)["encode_spans"])
+    span_encoding.encode_in_exporter()
+    batch = _every_kind_of_span()
+    with otlp_receiver() as receiver:
+        exporter = OTLPSpanExporter(endpoint=receiver.endpoint + "/v1/traces")
+        assert exporter.export(batch) is SpanExportResult.SUCCESS
+        exporter.shutdown()  # type: ignore[no-untyped-call]
+    assert receiver.bodies == [encode_spans(batch).SerializePartialToString()]
