@@ -422,7 +422,10 @@ def main() -> None:
         # whichever block it happened to overlap.
         for round_ in range(1, args.runs + 1):
             print(f"round {round_} of {args.runs} ...", file=sys.stderr)
-            for server in servers:
+            # Each round starts one server further on: none is always measured first (on a
+            # database the others' creates have not grown yet) or always after the same one.
+            shift = (round_ - 1) % len(servers)
+            for server in servers[shift:] + servers[:shift]:
                 port = free_port()
                 command = [part.replace("{port}", str(port)) for part in server.command]
                 base_url = f"http://127.0.0.1:{port}"

@@ -4,7 +4,8 @@ Off (the default), nothing of the OpenTelemetry SDK is imported, and the request
 `is None` test at each place a span would start. On (OTEL_EXPORTER_OTLP_ENDPOINT or
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, OTEL_SDK_DISABLED not true, OTEL_TRACES_EXPORTER not
 `none`), each worker process builds its own tracer provider: the SDK's batch span processor
-and its OTLP/HTTP protobuf exporter, both configured by OpenTelemetry's standard variables
+and its OTLP/HTTP protobuf exporter (whose protobuf service.span_encoding writes), both
+configured by OpenTelemetry's standard variables
 (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER/_ARG, OTEL_BSP_*,
 OTEL_EXPORTER_OTLP_HEADERS, ...). Spans are exported from the processor's own thread, in
 batches, so a slow or absent collector never slows or fails a request: when its queue is

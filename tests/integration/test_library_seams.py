@@ -2,7 +2,7 @@
 on are checked here, so an upgrade that moves one fails loudly, naming it, instead of quietly
 switching off a bound.
 
-Five modules do this, and only they (ruff's SLF001 and TID251 say so for the rest):
+Six modules do this, and only they (ruff's SLF001 and TID251 say so for the rest):
 service/http/server.py (uvicorn's httptools protocol: the receipt deadline, the header limit,
 the connection bound) and service/http/cors.py (Starlette's CORS preflight answer). Each
 library is pinned to the minor version these were written against (pyproject.toml).
@@ -23,6 +23,11 @@ SDK's tracer: it repeats what `Tracer.start_span` decides (trace and span ids, t
 the trace flags) and builds the SDK's `ReadableSpan` itself. The two SDK functions are hashed
 here, and a span it records must be exported exactly as the SDK's tracer would have exported
 it, whatever the sampler; the SDK is pinned to its minor.
+
+service/span_encoding.py, the sixth, writes the OTLP protobuf of an exported batch itself, in
+place of the encoder the SDK's OTLP/HTTP exporter calls by a module-level name: `export` is
+hashed here, and a batch holding every kind of span must come out as the SDK's encoder writes
+it, to the byte, and be what the exporter sends.
 
 One more relies on public APIs, but on a rule behind them: service/http/rate_limits.py computes
 `RateLimit`'s remaining count and Retry-After from the sliding window counter's two counters,

@@ -38,7 +38,7 @@ from service.config import Settings
 from service.http import rate_limit_memory
 from service.http.client_address import IPNetwork, client_address
 from service.http.rate_limit_memory import SweptMemoryStorage
-from service.http.rate_limits import ADDRESS_BUCKETS, RateLimits
+from service.http.rate_limits import ADDRESS_BUCKETS, KEPT_COUNTER_NAMES, RateLimits
 from service.main import create_app
 from service.metrics import Metrics
 from tests.support.apps import make_settings
@@ -496,6 +496,30 @@ def test_counters_of_past_windows_are_dropped_so_memory_stays_bounded(
 
         assert storage.counters() == 1
         await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_names_of_the_counters_of_any_number_of_users_take_bounded_memory(
+    settings: Settings,
+) -> None:
+    """Each user's counter name is remembered (it is made on every request otherwise), up to a
+    bound: past it, the names are forgotten and made again, and the counting goes on."""
+    on = make_settings(settings.database_url or "", rate_limit_user_requests=600)
+    limits = RateLimits(on, Metrics.off())
+
+    async def scenario() -> None:
+        for n in range(KEPT_COUNTER_NAMES + 1_000):
+            verdict = await limits.count_user(f"user-{n}")
+            assert verdict is not None
+            assert verdict.allowed
+            assert len(limits._counters) <= KEPT_COUNTER_NAMES
+        again = await limits.count_user("user-0")  # its name was forgotten, its count was not
+        assert again is not None
+        quota = quota_of(httpx.Response(200, headers=again.headers))
+        assert quota is not None
+        assert quota.remaining == 600 - 2
+        await limits.close()
 
     asyncio.run(scenario())
 
