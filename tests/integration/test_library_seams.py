@@ -530,14 +530,22 @@ def _every_kind_of_span() -> list[ReadableSpan]:
 
     opening: dict[str, str | int] = {"http.request.method": "GET", "client.address": "::1"}
     server = recorder.start("GET", SpanKind.SERVER, _caller(sampled=True), opening)
-    recorder.record(
-        "wait for a pooled connection",
-        SpanKind.INTERNAL,
-        server.context,
-        started_ns=time.time_ns(),
-        ended_ns=time.time_ns(),
-        attributes={},
-    )
+
+    def child(
+        name: str, kind: SpanKind, attributes: dict[str, Any], error: Exception | None
+    ) -> None:
+        now = time.time_ns()
+        recorder.record(
+            name,
+            kind,
+            server.context,
+            started_ns=now,
+            ended_ns=now,
+            attributes=attributes,
+            error=error,
+        )
+
+    child("wait for a pooled connection", SpanKind.INTERNAL, {}, None)
     values: dict[str, Any] = {
         "text": "été ✓",
         "a str of a kind of its own": _Named("tasks"),
@@ -551,15 +559,7 @@ def _every_kind_of_span() -> list[ReadableSpan]:
         "float": 1.0,
         "nan": float("nan"),
     }
-    recorder.record(
-        "SELECT tasks",
-        SpanKind.CLIENT,
-        server.context,
-        started_ns=time.time_ns(),
-        ended_ns=time.time_ns(),
-        attributes=values,
-        error=ValueError(),
-    )
+    child("SELECT tasks", SpanKind.CLIENT, values, ValueError())
     recorder.end(server, {"http.response.status_code": 500}, "500")
 
     with_event = tracer.start_span("verify token", kind=SpanKind.PRODUCER)
