@@ -72,9 +72,6 @@ class _Encoded:
     def SerializePartialToString(self) -> bytes:  # noqa: N802 - the protobuf method's name
         return self._data
 
-    def SerializeToString(self) -> bytes:  # noqa: N802
-        return self._data
-
 
 def encode_in_exporter() -> None:
     """Have the SDK's OTLP/HTTP span exporter encode its batches here."""
@@ -88,20 +85,22 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> _Encoded:
 def encode(spans: Sequence[ReadableSpan]) -> bytes:
     """An ExportTraceServiceRequest: the spans by resource, then by scope, in the order each
     is first met, as the SDK groups them."""
-    grouped: dict[Resource, tuple[_Headers, dict[InstrumentationScope | None, list[bytes]]]] = {}
+    grouped: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
+    headers: dict[tuple[Resource, InstrumentationScope | None], _Headers] = {}
     for span in spans:
         resource, scope = span.resource, span.instrumentation_scope or None
-        group = grouped.get(resource)
-        if group is None:
-            group = grouped[resource] = (_headers(resource, scope, span), {})
-        encoded = group[1].get(scope)
-        if encoded is None:
-            scope_head, scope_tail = _headers(resource, scope, span)[2:]
-            encoded = group[1][scope] = [scope_head, scope_tail]
-        encoded.insert(-1, _span(span))
+        by_scope = grouped.setdefault(resource, {})
+        if scope not in by_scope:
+            by_scope[scope] = []
+            headers[resource, scope] = _headers(resource, scope, span)
+        by_scope[scope].append(_span(span))
     request = []
-    for (head, tail, _, _), by_scope in grouped.values():
-        scope_spans = [_field(b"\x12", b"".join(encoded)) for encoded in by_scope.values()]
+    for resource, by_scope in grouped.items():
+        scope_spans = []
+        for scope, encoded in by_scope.items():
+            _, _, scope_head, scope_tail = headers[resource, scope]
+            scope_spans.append(_field(b"\x12", scope_head + b"".join(encoded) + scope_tail))
+        head, tail, _, _ = headers[resource, next(iter(by_scope))]
         request.append(_field(b"\x0a", head + b"".join(scope_spans) + tail))
     return b"".join(request)
 
